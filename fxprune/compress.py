@@ -1,0 +1,126 @@
+"""The entry points: ``compress`` (trace → analyze → score → rewrite) and ``analyze``."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.fx
+
+from .analysis import Analysis, analyze_graph
+from .criteria import get_criterion
+from .errors import InputError, RewriteError
+from .inputs import as_batches, example_inputs
+from .plan import Plan, kept_count, plan_from_scores
+from .report import Report
+from .rewrite import rewrite
+from .slots import DimRef
+from .tracing import propagate_shapes, tensor_shapes, trace
+
+_MAX_ROUNDS = 6
+
+
+@contextlib.contextmanager
+def evaluating(model: torch.nn.Module):
+    """Put every module in eval mode for the duration, then restore each one's own flag."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, flag in flags:
+            module.training = flag
+
+
+def _check_arguments(model, ratio, round_to) -> None:
+    if not isinstance(model, torch.nn.Module):
+        raise InputError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(ratio, (int, float)) or not 0 <= ratio < 1:
+        raise InputError(f"ratio: expected a number in [0, 1) (the fraction of channels removed), got {ratio!r}")
+    if not isinstance(round_to, int) or round_to < 1:
+        raise InputError(f"round_to: expected a positive integer, got {round_to!r}")
+
+
+def traced(model: torch.nn.Module, inputs: tuple, leaf_modules=()) -> torch.fx.GraphModule:
+    gm = trace(model, tuple(leaf_modules))
+    propagate_shapes(gm, inputs)
+    return gm
+
+
+def _freeze_nodes(gm: torch.fx.GraphModule, names: list[str], why: str) -> dict[DimRef, str]:
+    """Freeze every dim of the named nodes and of their inputs (after a failed shape check)."""
+    from .slots import output_key
+
+    frozen = {}
+    nodes = {n.name: n for n in gm.graph.nodes}
+    for name in names:
+        node = nodes.get(name)
+        for n in [node, *(node.all_input_nodes if node else [])]:
+            for path, shape in tensor_shapes(n).items() if n is not None else []:
+                for dim in range(len(shape)):
+                    frozen[DimRef(output_key(n, path), dim)] = why
+    return frozen
+
+
+def plan_and_rewrite(gm, inputs, choose_plan, ignore=()) -> tuple[torch.fx.GraphModule, Analysis, Plan]:
+    """Analyze, let ``choose_plan(analysis)`` pick channels, rewrite; freeze and retry on a shape mismatch."""
+    frozen: dict[DimRef, str] = {}
+    for _ in range(_MAX_ROUNDS):
+        analysis = analyze_graph(gm, ignore, frozen)
+        plan = choose_plan(analysis)
+        try:
+            return rewrite(analysis, plan, inputs), analysis, plan
+        except RewriteError as error:
+            if not error.nodes:
+                raise
+            frozen.update(_freeze_nodes(gm, error.nodes, f"sizes computed at run time at node {error.nodes[0]}"))
+    raise RewriteError("could not find a consistent plan; please report this model")
+
+
+def compress(model: torch.nn.Module, data, ratio: float = 0.5, *, method="l1", ignore=(), round_to: int = 1,
+             leaf_modules=(), max_batches: int | None = 8) -> torch.fx.GraphModule:
+    """Return a physically smaller copy of ``model`` with ``ratio`` of every prunable group's channels removed.
+
+    >>> small = compress(torchvision.models.resnet18(), torch.randn(2, 3, 64, 64), ratio=0.5)  # doctest: +SKIP
+
+    ``data``: a tensor of inputs, an ``(inputs, targets)`` pair, or an iterable of either.
+    ``ignore``: names of modules whose parameters must keep their shape. The plan is kept as
+    ``small.fxprune_plan``; the user's model is left as it was.
+    """
+    _check_arguments(model, ratio, round_to)
+    criterion = get_criterion(method)
+    batches = as_batches(data, max_batches)
+    inputs = example_inputs(batches)
+
+    def choose(analysis: Analysis) -> Plan:
+        counts = [kept_count(g.size, ratio, round_to) for g in analysis.groups]
+        scores = criterion(analysis, batches) if ratio > 0 else [torch.zeros(g.size).numpy() for g in analysis.groups]
+        return plan_from_scores(analysis, scores, counts, {"ratio": ratio, "method": str(method)})
+
+    with evaluating(model):
+        gm = traced(model, inputs, leaf_modules)
+        small, _, plan = plan_and_rewrite(gm, inputs, choose, ignore)
+    small.fxprune_plan = plan
+    small.train(model.training)
+    return small
+
+
+def analyze(model: torch.nn.Module, example, *, ignore=(), leaf_modules=()) -> Report:
+    """The coupled channel groups of ``model``: what can be pruned, and why the rest cannot."""
+    if not isinstance(model, torch.nn.Module):
+        raise InputError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    inputs = example_inputs(as_batches(example, 1))
+    with evaluating(model):
+        gm = traced(model, inputs, leaf_modules)
+        return Report(analyze_graph(gm, ignore))
+
+
+def apply_plan(model: torch.nn.Module, example, plan: Plan, *, leaf_modules=()) -> torch.fx.GraphModule:
+    """Re-apply a saved plan to a fresh instance of the model it was made for."""
+    inputs = example_inputs(as_batches(example, 1))
+    with evaluating(model):
+        gm = traced(model, inputs, leaf_modules)
+        small, _, _ = plan_and_rewrite(gm, inputs, lambda analysis: plan)
+    small.fxprune_plan = plan
+    small.train(model.training)
+    return small

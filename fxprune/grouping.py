@@ -1,0 +1,108 @@
+"""From slot components to channel groups: which channels can go, and which are ranked together.
+
+Two channels belong to one group when they touch the same spaces with the same number of slots
+each (the signature). The signature is hashed with one random 64-bit number per space, so
+grouping is a few numpy passes however many channels a model has.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .analysis import ChannelGroup, FrozenGroup, Member
+from .slots import DimRef, SlotTable
+
+_SEED = 20191227
+
+
+def _space_of_slot(table: SlotTable) -> tuple[np.ndarray, list]:
+    spaces = table.spaces()
+    sizes = np.array([table.size[s] for s in spaces], dtype=np.int64)
+    return np.repeat(np.arange(len(spaces)), sizes), spaces
+
+
+def _signatures(classes: np.ndarray, space: np.ndarray, n_spaces: int, n_classes: int) -> np.ndarray:
+    """A 64-bit hash per class of the multiset of spaces its slots lie in."""
+    weights = np.random.default_rng(_SEED).integers(1, 2**63, size=n_spaces, dtype=np.uint64)
+    signature = np.zeros(n_classes, dtype=np.uint64)
+    np.add.at(signature, classes, weights[space])
+    return signature
+
+
+def _class_flags(table, labels, collector):
+    n = labels.max() + 1 if len(labels) else 0
+    frozen_reason = np.full(n, -1, dtype=np.int64)
+    if collector.frozen_slots:
+        slots = np.concatenate(collector.frozen_slots)
+        reasons = np.concatenate(collector.frozen_reason)
+        order = np.argsort(-reasons, kind="stable")  # the earliest reason is written last and wins
+        frozen_reason[labels[slots[order]]] = reasons[order]
+    has_weight = np.zeros(n, dtype=bool)
+    for key in table.param_keys:
+        for dim in range(len(table.shapes[key])):
+            has_weight[labels[table.slots(DimRef(key, dim))]] = True
+    return frozen_reason, has_weight
+
+
+def _members(slots, classes, space, spaces, offsets, group_of_class) -> dict[int, list[Member]]:
+    """Each group's members, with channel order = ascending class id in every member."""
+    if len(slots) == 0:
+        return {}
+    group = group_of_class[classes]
+    local = slots - offsets[space]
+    order = np.lexsort((local, classes, space, group))
+    slots, classes, space, group, local = slots[order], classes[order], space[order], group[order], local[order]
+    cut = np.flatnonzero((np.diff(group) != 0) | (np.diff(space) != 0)) + 1
+    members: dict[int, list[Member]] = {}
+    for start, stop in zip(np.r_[0, cut], np.r_[cut, len(slots)]):
+        n_channels = len(np.unique(classes[start:stop]))
+        index = local[start:stop].reshape(n_channels, -1)
+        members.setdefault(int(group[start]), []).append(Member(spaces[space[start]], index))
+    return members
+
+
+def build_groups(table: SlotTable, labels: np.ndarray, collector) -> tuple[list[ChannelGroup], list[FrozenGroup]]:
+    space_of_slot, spaces = _space_of_slot(table)
+    offsets = np.array([table.offset[s] for s in spaces], dtype=np.int64)
+    n_classes = labels.max() + 1 if len(labels) else 0
+    frozen_reason, has_weight = _class_flags(table, labels, collector)
+    signature = _signatures(labels, space_of_slot, len(spaces), n_classes)
+
+    prunable = has_weight & (frozen_reason < 0)
+    groups = _prunable_groups(prunable, signature, labels, space_of_slot, spaces, offsets)
+    # frozen channels worth reporting: weights that meet activations (kernel dims never do)
+    in_activations = np.zeros(n_classes, dtype=bool)
+    activation_slots = ~np.isin(space_of_slot, [i for i, s in enumerate(spaces) if s.key in table.param_keys])
+    in_activations[labels[activation_slots]] = True
+    frozen = _frozen_groups(has_weight & in_activations & (frozen_reason >= 0), signature, frozen_reason, labels,
+                            space_of_slot, spaces, table, collector.reasons)
+    return groups, frozen
+
+
+def _prunable_groups(prunable, signature, labels, space_of_slot, spaces, offsets) -> list[ChannelGroup]:
+    class_ids = np.flatnonzero(prunable)
+    _, group_of = np.unique(signature[class_ids], return_inverse=True)
+    group_of_class = np.full(len(prunable), -1, dtype=np.int64)
+    group_of_class[class_ids] = group_of
+    slots = np.flatnonzero(prunable[labels])
+    members = _members(slots, labels[slots], space_of_slot[slots], spaces, offsets, group_of_class)
+    groups = []
+    for gid in range(len(np.unique(group_of))):
+        channels = np.sort(class_ids[group_of == gid])
+        groups.append(ChannelGroup(gid, channels, members[gid]))
+    return groups
+
+
+def _frozen_groups(frozen, signature, frozen_reason, labels, space_of_slot, spaces, table, reasons):
+    class_ids = np.flatnonzero(frozen)
+    _, first, counts = np.unique(signature[class_ids], return_index=True, return_counts=True)
+    representative = np.zeros(len(frozen), dtype=bool)
+    representative[class_ids[first]] = True
+    slots = np.flatnonzero(representative[labels])
+    pairs = np.unique(np.stack([labels[slots], space_of_slot[slots]]), axis=1)
+    spaces_of: dict[int, list] = {}
+    for cls, space in pairs.T:
+        if spaces[space].key in table.param_keys:
+            spaces_of.setdefault(int(cls), []).append(spaces[space])
+    return [FrozenGroup(reasons[frozen_reason[class_ids[i]]], int(count), spaces_of.get(int(class_ids[i]), []))
+            for i, count in zip(first, counts)]

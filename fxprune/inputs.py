@@ -1,0 +1,83 @@
+"""Turn the many forms of ``data`` a user may pass into a list of ``Batch`` values.
+
+``data`` may be a tensor of inputs, an ``(inputs, targets)`` tuple (or a tuple of several inputs),
+or an iterable (a list, a DataLoader) of either. Everything downstream sees
+``Batch(inputs, targets)``: ``inputs`` a tuple of positional arguments for the model, ``targets`` a
+tensor or ``None``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .errors import InputError
+
+
+@dataclass(frozen=True)
+class Batch:
+    inputs: tuple
+    targets: torch.Tensor | None = None
+
+    @property
+    def size(self) -> int:
+        return int(self.inputs[0].shape[0]) if self.inputs and self.inputs[0].dim() else 1
+
+
+def _looks_like_targets(inputs, targets) -> bool:
+    """An ``(x, y)`` pair: ``y`` holds one integer label (or one row) per sample of ``x``."""
+    return (
+        isinstance(inputs, torch.Tensor)
+        and isinstance(targets, torch.Tensor)
+        and targets.dim() >= 1
+        and inputs.dim() >= 1
+        and targets.shape[0] == inputs.shape[0]
+        and not targets.is_floating_point()
+    )
+
+
+def _to_batch(item, where: str) -> Batch:
+    if isinstance(item, torch.Tensor):
+        return Batch((item,))
+    if isinstance(item, (tuple, list)) and len(item) == 2 and _looks_like_targets(*item):
+        return Batch((item[0],), item[1])
+    if isinstance(item, (tuple, list)) and item and all(isinstance(t, torch.Tensor) for t in item):
+        return Batch(tuple(item))
+    raise InputError(
+        f"data: {where} is a {type(item).__name__}; expected a tensor of inputs, an (inputs, targets) "
+        "pair, or an iterable of those"
+    )
+
+
+def _check_finite(batch: Batch, where: str) -> None:
+    for tensor in batch.inputs:
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise InputError(f"data: {where} contains NaN or inf values; pass finite inputs")
+
+
+def as_batches(data, max_batches: int | None = None) -> list[Batch]:
+    """Normalise ``data`` to at most ``max_batches`` batches (all of them when ``None``)."""
+    if data is None:
+        raise InputError("data: got None; pass a tensor of example inputs, an (inputs, targets) pair, "
+                         "or a DataLoader")
+    if isinstance(data, (torch.Tensor, tuple)):  # one batch; a list is a list of batches
+        batches = [_to_batch(data, "the value given")]
+    else:
+        if not hasattr(data, "__iter__"):
+            raise InputError(f"data: a {type(data).__name__} is neither a tensor nor iterable")
+        limit = max_batches if max_batches is not None else math.inf
+        items = itertools.islice(iter(data), None if limit == math.inf else int(limit))
+        batches = [_to_batch(item, f"item {i}") for i, item in enumerate(items)]
+    if not batches or batches[0].size == 0:
+        raise InputError("data: it is empty; pass at least one example input")
+    for i, batch in enumerate(batches):
+        _check_finite(batch, f"batch {i}")
+    return batches[:max_batches] if max_batches else batches
+
+
+def example_inputs(batches: list[Batch], samples: int = 1) -> tuple:
+    """The first ``samples`` rows of the first batch: enough to trace and to learn every shape."""
+    return tuple(t[:samples] if t.dim() else t for t in batches[0].inputs)

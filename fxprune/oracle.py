@@ -1,0 +1,74 @@
+"""The correctness oracle: a pruned model must equal the original with the removed channels zeroed.
+
+Zeroing every parameter entry that belongs to a removed channel (the producing filter, its bias and
+BatchNorm scale and shift, and each consumer's input column) makes those channels contribute
+nothing, which is exactly what removing them does, as long as no normalisation mixes channels
+(LayerNorm/GroupNorm; ``analysis.mixing_norms`` lists them).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.fx
+
+from .analysis import Analysis
+from .plan import Plan, removed_components
+from .rewrite import kept_slots
+
+
+def masked_original(analysis: Analysis, plan: Plan) -> torch.fx.GraphModule:
+    """A copy of the analysed model with every parameter slot of the removed channels set to zero."""
+    gm = copy.deepcopy(analysis.gm)
+    kept = kept_slots(analysis, removed_components(analysis, plan))
+    table = analysis.table
+    with torch.no_grad():
+        for ref, keep in kept.items():
+            if ref.key not in table.param_keys or ref.key in table.buffer_keys:
+                continue
+            tensor = gm.get_parameter(ref.key.removeprefix("param:"))
+            gone = np.setdiff1d(np.arange(table.size[ref]), keep)
+            tensor.index_fill_(ref.dim, torch.as_tensor(gone), 0.0)
+    return gm
+
+
+@dataclass
+class OracleResult:
+    max_abs_diff: float
+    output_scale: float
+    exact: bool  # False where a channel-mixing norm makes equality approximate
+
+    @property
+    def relative(self) -> float:
+        return self.max_abs_diff / max(self.output_scale, 1e-12)
+
+
+def _flat_outputs(value) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (tuple, list)):
+        return [t for item in value for t in _flat_outputs(item)]
+    return []
+
+
+def compare(pruned: torch.nn.Module, reference: torch.nn.Module, inputs: tuple) -> tuple[float, float]:
+    """Largest absolute difference between the two models' outputs, and the reference's scale."""
+    with torch.no_grad():
+        got, want = _flat_outputs(pruned(*inputs)), _flat_outputs(reference(*inputs))
+    if len(got) != len(want) or any(g.shape != w.shape for g, w in zip(got, want)):
+        shapes = [tuple(g.shape) for g in got], [tuple(w.shape) for w in want]
+        raise AssertionError(f"output shapes differ: {shapes[0]} vs {shapes[1]}")
+    diff = max(float((g - w).abs().max()) for g, w in zip(got, want))
+    scale = max(float(w.abs().max()) for w in want)
+    return diff, scale
+
+
+def check(analysis: Analysis, plan: Plan, pruned: torch.nn.Module, inputs: tuple) -> OracleResult:
+    """Compare ``pruned`` with the masked original on ``inputs``."""
+    diff, scale = compare(pruned, masked_original(analysis, plan), inputs)
+    return OracleResult(diff, scale, exact=not analysis.mixing_norms)

@@ -1,0 +1,117 @@
+"""Apply a plan: the one module that changes models.
+
+Parameters and buffers are sliced along every dim that lost channels; then each node's rule fixes
+what slicing cannot (module attributes such as ``out_channels``, literal sizes in ``view`` calls).
+The result is run once on the example input and every node's shape is compared with what the plan
+promised; a difference raises ``RewriteError`` naming the nodes, never a silently wrong model.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+import torch.fx
+from torch.fx.passes.shape_prop import ShapeProp
+
+from .analysis import Analysis
+from .errors import RewriteError
+from .plan import Plan, removed_components
+from .rules import NodeView, find_rule, rule_key
+from .slots import DimRef, SlotTable, canonical_names, output_key
+from .tracing import tensor_shapes
+
+
+class ShrinkContext:
+    """What a rule's ``shrink`` may ask: which slots of a space stay, and the new sizes."""
+
+    def __init__(self, table: SlotTable, kept: dict[DimRef, np.ndarray]):
+        self.table = table
+        self._kept = kept
+
+    def kept(self, ref: DimRef) -> np.ndarray | None:
+        """Indices that stay in ``ref``, or None when it keeps all."""
+        return self._kept.get(ref)
+
+    def new_size(self, ref: DimRef) -> int:
+        kept = self._kept.get(ref)
+        return self.table.size[ref] if kept is None else len(kept)
+
+    def new_shape(self, key: str) -> tuple[int, ...]:
+        return tuple(self.new_size(DimRef(key, d)) for d in range(len(self.table.shapes[key])))
+
+
+def kept_slots(analysis: Analysis, removed: np.ndarray) -> dict[DimRef, np.ndarray]:
+    """For every space that loses slots, the indices it keeps."""
+    gone = np.zeros(analysis.labels.max() + 1, dtype=bool)
+    gone[removed] = True
+    slot_gone = gone[analysis.labels]
+    kept = {}
+    for ref, start in analysis.table.offset.items():
+        window = slot_gone[start:start + analysis.table.size[ref]]
+        if window.any():
+            kept[ref] = np.flatnonzero(~window)
+    return kept
+
+
+def _slice_tensors(gm: torch.fx.GraphModule, ctx: ShrinkContext) -> None:
+    aliases: dict[str, list[str]] = {}
+    for name, canonical in canonical_names(gm).items():
+        aliases.setdefault(canonical, []).append(name)
+    for key in ctx.table.param_keys:
+        shape = ctx.table.shapes[key]
+        if ctx.new_shape(key) == shape:
+            continue
+        name = key.removeprefix("param:")
+        owner, _, attr = name.rpartition(".")
+        module = gm.get_submodule(owner)
+        old = module._parameters[attr] if attr in module._parameters else module._buffers[attr]
+        new = old.detach()
+        for dim in range(len(shape)):
+            kept = ctx.kept(DimRef(key, dim))
+            if kept is not None:
+                new = new.index_select(dim, torch.as_tensor(kept, device=new.device))
+        if isinstance(old, torch.nn.Parameter):
+            new = torch.nn.Parameter(new.clone(), requires_grad=old.requires_grad)
+        for alias in aliases[name]:
+            owner, _, attr = alias.rpartition(".")
+            holder = gm.get_submodule(owner)
+            (holder._parameters if attr in holder._parameters else holder._buffers)[attr] = new
+
+
+def _expected_shapes(gm: torch.fx.GraphModule, ctx: ShrinkContext) -> dict[str, tuple]:
+    return {output_key(n, p): ctx.new_shape(output_key(n, p))
+            for n in gm.graph.nodes if n.op != "output" for p in tensor_shapes(n)}
+
+
+def verify_shapes(gm: torch.fx.GraphModule, inputs: tuple, expected: dict[str, tuple]) -> None:
+    """Run ``gm`` on ``inputs``; raise ``RewriteError`` naming the first nodes whose shapes differ."""
+    try:
+        with torch.no_grad():
+            ShapeProp(gm).propagate(*inputs)
+    except Exception as error:
+        failed = next((n for n in gm.graph.nodes if n.op != "output" and "tensor_meta" not in n.meta), None)
+        raise RewriteError(f"the rewritten graph fails at node {failed.name if failed else '?'}: {error}",
+                           [failed.name] if failed else []) from error
+    wrong = [n.name for n in gm.graph.nodes if n.op != "output"
+             for p, shape in tensor_shapes(n).items()
+             if output_key(n, p) in expected and tuple(shape) != expected[output_key(n, p)]]
+    if wrong:
+        raise RewriteError(f"shapes differ from the plan at nodes {', '.join(wrong[:5])}", wrong)
+
+
+def rewrite(analysis: Analysis, plan: Plan, example_inputs: tuple) -> torch.fx.GraphModule:
+    """A new GraphModule with the plan's channels physically removed (``analysis.gm`` is untouched)."""
+    ctx = ShrinkContext(analysis.table, kept_slots(analysis, removed_components(analysis, plan)))
+    gm = copy.deepcopy(analysis.gm)
+    _slice_tensors(gm, ctx)
+    aliases = canonical_names(gm)
+    for node in list(gm.graph.nodes):
+        rule = find_rule(rule_key(node, gm))
+        if rule is not None and rule.shrink is not None:
+            rule.shrink(NodeView(node, gm, analysis.table, aliases), ctx)
+    gm.graph.lint()
+    gm.recompile()
+    verify_shapes(gm, example_inputs, _expected_shapes(gm, ctx))
+    return gm

@@ -1,0 +1,194 @@
+"""The rule registry: for each op, how it couples channels and how it is shrunk.
+
+A rule's ``couple(view)`` describes one FX node as a list of relations between dimensions of the
+tensors it touches (its inputs, its outputs, the parameters of its module):
+
+* ``Tie(a, b)``: slot ``i`` of ``a`` is the same channel as slot ``i`` of ``b`` (or, with index
+  arrays, slot ``a_index[k]`` of ``a`` is slot ``b_index[k]`` of ``b``);
+* ``Freeze(at, reason)``: the slots of ``at`` must not be removed;
+* ``Observe(at)``: the node reads ``at`` (its size, say) but removing slots there is fine.
+
+Any dimension the node touches that its rule does not mention is frozen, so a missing or partial
+rule costs pruning, never correctness. A rule's optional ``shrink(ctx)`` updates what a rewrite
+must change besides parameters: module attributes and the literal sizes in node arguments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+import torch.fx
+
+from ..slots import DimRef, SlotTable, output_key, param_key
+from ..tracing import tensor_shapes
+
+
+@dataclass(frozen=True)
+class Tie:
+    a: DimRef
+    b: DimRef
+    a_index: np.ndarray | None = None
+    b_index: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Freeze:
+    at: DimRef
+    reason: str
+
+
+@dataclass(frozen=True)
+class Observe:
+    at: DimRef
+
+
+Relation = Tie | Freeze | Observe
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    couple: Callable[["NodeView"], Iterable[Relation]]
+    shrink: Callable | None = None
+
+
+_REGISTRY: dict[tuple[str, object], Rule] = {}
+
+
+def rule_key(node: torch.fx.Node, gm: torch.fx.GraphModule) -> tuple[str, object]:
+    """The registry key of a node: its module class, function, or method name."""
+    if node.op == "call_module":
+        return ("module", type(gm.get_submodule(node.target)))
+    if node.op == "call_function":
+        return ("function", node.target)
+    if node.op == "call_method":
+        return ("method", node.target)
+    return (node.op, None)
+
+
+_NODE_KINDS = ("placeholder", "output", "get_attr")
+
+
+def _key_of(target) -> tuple[str, object]:
+    if isinstance(target, str) and target in _NODE_KINDS:
+        return (target, None)
+    if isinstance(target, str):
+        return ("method", target)
+    if isinstance(target, type) and issubclass(target, torch.nn.Module):
+        return ("module", target)
+    return ("function", target)
+
+
+def register(*targets, shrink: Callable | None = None):
+    """Register the decorated ``couple`` function for each target (module class, function, method name).
+
+    The node kinds ``"placeholder"``, ``"output"`` and ``"get_attr"`` are targets too; a method
+    called ``output`` would clash with them, and none exists on tensors.
+    """
+
+    def decorate(couple):
+        for key in dict.fromkeys(_key_of(t) for t in targets):  # aliases (torch.einsum) count once
+            if key in _REGISTRY:
+                raise ValueError(f"a rule for {describe_key(key)} is registered twice")
+            _REGISTRY[key] = Rule(couple.__name__, couple, shrink)
+        return couple
+
+    return decorate
+
+
+def find_rule(key: tuple[str, object]) -> Rule | None:
+    return _REGISTRY.get(key)
+
+
+def registered_keys() -> list[tuple[str, object]]:
+    return list(_REGISTRY)
+
+
+def describe_key(key: tuple[str, object]) -> str:
+    kind, target = key
+    if kind == "module":
+        return f"module {target.__module__}.{target.__qualname__}"
+    if kind == "function":
+        return f"function {getattr(target, '__module__', '')}.{getattr(target, '__name__', target)}"
+    if kind == "method":
+        return f"method Tensor.{target}"
+    return kind
+
+
+class NodeView:
+    """What a rule needs to know about one node, in terms of tensor keys and dimensions."""
+
+    def __init__(self, node: torch.fx.Node, gm: torch.fx.GraphModule, table: SlotTable, aliases: dict[str, str],
+                 group_axes: set[DimRef] | None = None):
+        self.node = node
+        self.gm = gm
+        self.table = table
+        self.aliases = aliases
+        # dims that a split marked as the outer (group) axis; merges prefer the other dims
+        self.group_axes = group_axes if group_axes is not None else set()
+
+    # ----- node outputs and arguments
+    @property
+    def name(self) -> str:
+        return self.node.name
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.gm.get_submodule(self.node.target)
+
+    def arg(self, index: int, name: str | None = None, default=None):
+        if index < len(self.node.args):
+            return self.node.args[index]
+        if name is not None and name in self.node.kwargs:
+            return self.node.kwargs[name]
+        return default
+
+    def out(self, path: tuple = ()) -> str:
+        return output_key(self.node, path)
+
+    def key_of(self, value) -> str | None:
+        """The tensor key of an argument, or None when it is not a single tensor."""
+        if isinstance(value, torch.fx.Node) and () in tensor_shapes(value):
+            return output_key(value)
+        return None
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return self.table.shapes[key]
+
+    def dims(self, key: str) -> list[DimRef]:
+        return [DimRef(key, d) for d in range(len(self.table.shapes[key]))]
+
+    def dim(self, key: str, dim: int) -> DimRef:
+        return DimRef(key, dim % len(self.table.shapes[key]))
+
+    def param(self, name: str) -> str | None:
+        """Key of the module's parameter or buffer ``name`` (None when the module has none)."""
+        qualified = f"{self.node.target}.{name}" if self.node.target else name
+        canonical = self.aliases.get(qualified)
+        return param_key(canonical) if canonical else None
+
+    def module_params(self) -> list[str]:
+        module = self.module
+        names = [n for n, t in module.named_parameters(remove_duplicate=False)]
+        names += [n for n, t in module.named_buffers(remove_duplicate=False)]
+        return [k for k in (self.param(n) for n in names) if k]
+
+    def tensor_args(self) -> list[str]:
+        """Keys of every single-tensor value among the node's arguments, in order."""
+        keys: list[str] = []
+        torch.fx.node.map_arg((self.node.args, self.node.kwargs), lambda n: keys.append(self.key_of(n)) or n)
+        return [k for k in keys if k is not None]
+
+
+def same_dims(a: str, b: str, view: NodeView, skip: Iterable[int] = ()) -> list[Tie]:
+    """Tie every dimension of ``a`` to the same dimension of ``b`` where the sizes agree."""
+    skipped = {d % max(len(view.shape(a)), 1) for d in skip}
+    shape_a, shape_b = view.shape(a), view.shape(b)
+    return [
+        Tie(DimRef(a, d), DimRef(b, d))
+        for d in range(min(len(shape_a), len(shape_b)))
+        if d not in skipped and shape_a[d] == shape_b[d]
+    ]

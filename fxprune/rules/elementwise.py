@@ -1,0 +1,69 @@
+"""Elementwise ops: channel ``i`` in is channel ``i`` out.
+
+Unary ops (activations, dropout, stochastic depth, copies) tie every dimension of the input to the
+same dimension of the output. Binary ops (``x + y`` residuals, ``x * gate`` squeeze-excite) tie each
+operand's dimension to the output's where they have the same size; an operand broadcast along a
+dimension (size 1) is left out of it.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torchvision.ops.stochastic_depth import StochasticDepth, stochastic_depth
+
+from ..slots import DimRef
+from .base import NodeView, Tie, register, same_dims
+
+UNARY_MODULES = (
+    nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Hardsigmoid, nn.Hardswish, nn.Tanh, nn.Mish,
+    nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.Softplus, nn.Hardtanh, nn.Softsign, nn.Tanhshrink,
+    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity, StochasticDepth,
+)
+UNARY_FUNCTIONS = (
+    F.relu, F.relu6, F.gelu, F.silu, F.hardswish, F.hardsigmoid, F.leaky_relu, F.elu, F.mish,
+    F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.hardtanh, F.softplus, F.tanh, F.sigmoid,
+    torch.relu, torch.sigmoid, torch.tanh, torch.exp, torch.abs, torch.neg, torch.sqrt, torch.clamp,
+    torch.nn.functional.relu_, torch.square, torch.rsqrt, stochastic_depth, operator.neg,
+)
+UNARY_METHODS = (
+    "relu", "relu_", "sigmoid", "sigmoid_", "tanh", "exp", "abs", "neg", "sqrt", "rsqrt", "clamp",
+    "clamp_min", "clamp_max", "contiguous", "clone", "detach", "float", "half", "to", "type_as", "square",
+    "pow", "softplus",
+)
+BINARY_FUNCTIONS = (
+    operator.add, operator.sub, operator.mul, operator.truediv, operator.iadd, operator.imul,
+    torch.add, torch.sub, torch.mul, torch.div, torch.maximum, torch.minimum, torch.where,
+)
+BINARY_METHODS = ("add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_", "maximum", "minimum")
+
+
+@register(*UNARY_MODULES, *UNARY_FUNCTIONS, *UNARY_METHODS)
+def unary(view: NodeView):
+    """``y = f(x)``: every dimension of ``x`` is the same dimension of ``y``."""
+    inputs = view.tensor_args()
+    if not inputs or view.out() not in view.table.shapes or view.shape(inputs[0]) != view.shape(view.out()):
+        return []
+    return same_dims(inputs[0], view.out(), view)
+
+
+@register(*BINARY_FUNCTIONS, *BINARY_METHODS)
+def broadcast(view: NodeView):
+    """``y = a ∘ b`` with broadcasting: dims aligned from the right are tied where sizes agree.
+
+    Example: ``x (1,5,7,7) * gate (1,5,1,1)`` ties ``x[dim 1]``, ``gate[dim 1]`` and ``y[dim 1]``;
+    the gate's size-1 spatial dims are left out (and so stay as they are).
+    """
+    out = view.out()
+    if out not in view.table.shapes:  # arithmetic on sizes, not tensors
+        return
+    out_shape = view.shape(out)
+    for key in view.tensor_args():
+        shape = view.shape(key)
+        shift = len(out_shape) - len(shape)
+        for dim, size in enumerate(shape):
+            if size == out_shape[dim + shift]:
+                yield Tie(DimRef(key, dim), DimRef(out, dim + shift))

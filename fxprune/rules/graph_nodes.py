@@ -1,0 +1,115 @@
+"""Rules for the nodes every graph has: inputs, outputs, parameters, and reads of a tensor's size."""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+import torch.fx
+
+from ..slots import DimRef, output_key
+from ..tracing import tensor_shapes
+from .base import Freeze, NodeView, Observe, Tie, register
+
+# Ops that take sizes as arguments and whose results the rewrite's shape check verifies.
+_SHAPE_TAKING_METHODS = {"view", "reshape", "expand", "new_zeros", "new_ones", "new_empty", "new_full"}
+_SHAPE_TAKING_FUNCTIONS = {torch.reshape, torch.zeros, torch.ones, torch.empty, torch.full}
+# Scalar arithmetic a size may pass through on its way to such an op.
+_SCALAR_STEPS = {operator.getitem, operator.floordiv, operator.mul, operator.add, operator.sub, operator.neg}
+
+
+@register("placeholder")
+def graph_input(view: NodeView):
+    """A graph input's channels are the caller's: never removed."""
+    for path in tensor_shapes(view.node):
+        for ref in view.dims(output_key(view.node, path)):
+            yield Freeze(ref, f"input of the graph ({view.name})")
+
+
+@register("output")
+def graph_output(view: NodeView):
+    """A graph output's channels are the caller's (a classifier keeps its logits)."""
+    for key in view.tensor_args():
+        for ref in view.dims(key):
+            yield Freeze(ref, "output of the graph")
+
+
+@register("get_attr")
+def parameter_read(view: NodeView):
+    """A parameter read directly (``self.weight`` passed to a function) is the parameter itself."""
+    target = view.aliases.get(view.node.target)
+    if target is None or () not in tensor_shapes(view.node):
+        return
+    for dim, ref in enumerate(view.dims(view.out())):
+        yield Tie(ref, DimRef("param:" + target, dim))
+
+
+def _shape_sink(node: torch.fx.Node) -> torch.fx.Node | None:
+    """The first place a size read from ``node`` is used as a value rather than a shape (or None)."""
+    stack, seen = list(node.users), set()
+    while stack:
+        user = stack.pop()
+        if user in seen:
+            continue
+        seen.add(user)
+        if user.op == "call_method" and user.target in _SHAPE_TAKING_METHODS:
+            continue
+        if user.op == "call_function" and user.target in _SHAPE_TAKING_FUNCTIONS:
+            continue
+        if user.op == "call_function" and user.target in _SCALAR_STEPS and not tensor_shapes(user):
+            stack.extend(user.users)
+            continue
+        return user
+    return None
+
+
+def _read_dims(node: torch.fx.Node, rank: int) -> dict[int, torch.fx.Node]:
+    """Which dimensions a shape read exposes, each with the node that carries that size on."""
+    if node.op == "call_method" and node.target == "size" and len(node.args) > 1:
+        return {node.args[1] % rank: node}
+    exposed: dict[int, torch.fx.Node] = {}
+    for user in node.users:
+        if user.op == "call_function" and user.target is operator.getitem and isinstance(user.args[1], int):
+            exposed[user.args[1] % rank] = user
+        else:
+            return {d: node for d in range(rank)}
+    return exposed
+
+
+def _size_read(view: NodeView):
+    """``x.size()``, ``x.shape``: fine while each size only feeds shape arguments (checked later)."""
+    key = view.key_of(view.node.args[0])
+    if key is None:
+        return
+    rank = len(view.shape(key))
+    exposed = _read_dims(view.node, rank)
+    for dim in range(rank):
+        carrier = exposed.get(dim)
+        sink = _shape_sink(carrier) if carrier is not None else None
+        ref = DimRef(key, dim)
+        if sink is not None:
+            yield Freeze(ref, f"its size is used as a value at node {sink.name}")
+        else:
+            yield Observe(ref)
+
+
+@register("size")
+def size_method(view: NodeView):
+    yield from _size_read(view)
+
+
+@register(getattr)
+def attribute_read(view: NodeView):
+    if view.arg(1) in ("shape",):
+        yield from _size_read(view)
+    elif view.arg(1) in ("dtype", "device", "ndim"):
+        key = view.key_of(view.arg(0))
+        for ref in view.dims(key) if key else []:
+            yield Observe(ref)
+
+
+@register("dim")
+def rank_read(view: NodeView):
+    key = view.key_of(view.arg(0))
+    for ref in view.dims(key) if key else []:
+        yield Observe(ref)

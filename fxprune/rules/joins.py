@@ -1,0 +1,167 @@
+"""Ops that join or cut tensors along a dimension: cat, stack, split, chunk, unbind, indexing.
+
+``cat([a, b], dim=1)`` with a of 3 and b of 5 channels: output channel k is a's channel k for
+k < 3 and b's channel k − 3 after. ``split``/``chunk`` are the inverse. Indexing with a slice
+``x[:, 2:7]`` ties output channel k to input channel k + 2; an integer index removes the dim, so the
+indexed dim stays whole.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import numpy as np
+import torch
+
+from ..slots import DimRef
+from ..tracing import tensor_shapes
+from .base import NodeView, Tie, register
+
+
+def _cat_dim(view: NodeView, default: int = 0) -> int:
+    dim = view.arg(1, "dim", default)
+    return dim % len(view.shape(view.out()))
+
+
+@register(torch.cat, torch.concat, torch.concatenate)
+def concatenate(view: NodeView):
+    tensors, out = view.arg(0, "tensors"), view.out()
+    dim = _cat_dim(view)
+    offset = 0
+    for value in tensors:
+        key = view.key_of(value)
+        if key is None:
+            return
+        size = view.shape(key)[dim]
+        for d in range(len(view.shape(out))):
+            if d == dim:
+                yield Tie(DimRef(key, d), DimRef(out, d), np.arange(size), np.arange(offset, offset + size))
+            else:
+                yield Tie(DimRef(key, d), DimRef(out, d))
+        offset += size
+
+
+@register(torch.stack)
+def stack(view: NodeView):
+    """Stacked tensors are tied dim for dim; the new dim stays whole."""
+    dim = _cat_dim(view)
+    for value in view.arg(0, "tensors"):
+        key = view.key_of(value)
+        if key is None:
+            return
+        for d in range(len(view.shape(key))):
+            yield Tie(DimRef(key, d), DimRef(view.out(), d if d < dim else d + 1))
+
+
+def _pieces(view: NodeView) -> list[str]:
+    return [view.out((i,)) for i in range(len(tensor_shapes(view.node)))]
+
+
+def _split_dim(view: NodeView) -> int:
+    default = 0
+    dim = view.arg(2, "dim", default)
+    return dim % len(view.shape(view.key_of(view.arg(0))))
+
+
+def _shrink_split(view: NodeView, ctx):
+    """Rewrite ``split``/``chunk`` with the pieces' new sizes, as ``torch.split(x, sizes, dim)``."""
+    dim = _split_dim(view)
+    sizes = [ctx.new_size(DimRef(piece, dim)) for piece in _pieces(view)]
+    old = [view.shape(piece)[dim] for piece in _pieces(view)]
+    if sizes == old:
+        return
+    view.node.op, view.node.target = "call_function", torch.split
+    view.node.args, view.node.kwargs = (view.node.args[0], sizes, dim), {}
+
+
+@register(torch.split, "split", torch.chunk, "chunk", torch.tensor_split, "tensor_split", shrink=_shrink_split)
+def split(view: NodeView):
+    """Piece ``p`` of the cut dim is the input's slots ``offset_p ..``; other dims tie as they are."""
+    x = view.key_of(view.arg(0))
+    if x is None:
+        return
+    dim = _split_dim(view)
+    offset = 0
+    for piece in _pieces(view):
+        size = view.shape(piece)[dim]
+        for d in range(len(view.shape(x))):
+            if d == dim:
+                yield Tie(DimRef(x, d), DimRef(piece, d), np.arange(offset, offset + size), np.arange(size))
+            else:
+                yield Tie(DimRef(x, d), DimRef(piece, d))
+        offset += size
+
+
+@register("unbind", torch.unbind)
+def unbind(view: NodeView):
+    """Each piece drops the unbound dim, which stays whole; the other dims tie as they are."""
+    x = view.key_of(view.arg(0))
+    dim = view.arg(1, "dim", 0) % len(view.shape(x))
+    for piece in _pieces(view):
+        for d in range(len(view.shape(x))):
+            if d != dim:
+                yield Tie(DimRef(x, d), DimRef(piece, d if d < dim else d - 1))
+
+
+def _index_ties(view: NodeView, x: str, index):
+    """Ties of ``x[index]`` for basic indexing with ints, slices, None and Ellipsis."""
+    index = index if isinstance(index, tuple) else (index,)
+    rank = len(view.shape(x))
+    if any(not isinstance(i, (int, slice, type(None), type(Ellipsis))) for i in index):
+        return
+    if Ellipsis in index:
+        at = index.index(Ellipsis)
+        fill = rank - sum(1 for i in index if i is not None and i is not Ellipsis)
+        index = index[:at] + (slice(None),) * fill + index[at + 1:]
+    index = index + (slice(None),) * (rank - sum(1 for i in index if i is not None))
+    in_dim = out_dim = 0
+    for item in index:
+        if item is None:
+            out_dim += 1
+            continue
+        if isinstance(item, slice):
+            yield from _slice_tie(view, DimRef(x, in_dim), DimRef(view.out(), out_dim), item)
+            out_dim += 1
+        in_dim += 1
+
+
+def _slice_tie(view: NodeView, source: DimRef, target: DimRef, item: slice):
+    bounds = (item.start, item.stop, item.step)
+    if not all(b is None or isinstance(b, int) for b in bounds) or item.step not in (None, 1):
+        return
+    taken = np.arange(view.table.size[source])[item]
+    yield Tie(source, target, taken, np.arange(len(taken)))
+
+
+def _shrink_getitem(view: NodeView, ctx):
+    """Move literal slice bounds to where the kept channels now are."""
+    x = view.key_of(view.arg(0))
+    index = view.arg(1)
+    if x is None or not isinstance(index, (tuple, slice)) or Ellipsis in (index if isinstance(index, tuple) else ()):
+        return
+    items = list(index) if isinstance(index, tuple) else [index]
+    dim = 0
+    for position, item in enumerate(items):
+        if isinstance(item, slice) and (item.start or item.stop is not None):
+            kept = ctx.kept(DimRef(x, dim))
+            if kept is not None:
+                size = view.shape(x)[dim]
+                start, stop, _ = item.indices(size)
+                items[position] = slice(int((kept < start).sum()), int((kept < stop).sum()), item.step)
+        dim += item is not None
+    view.node.update_arg(1, tuple(items) if isinstance(index, tuple) else items[0])
+
+
+@register(operator.getitem, shrink=_shrink_getitem)
+def getitem(view: NodeView):
+    """Picking one element of a tuple output, or indexing a tensor."""
+    source, index = view.arg(0), view.arg(1)
+    if not isinstance(source, torch.fx.Node) or not tensor_shapes(view.node):
+        return
+    shapes = tensor_shapes(source)
+    if () in shapes:
+        yield from _index_ties(view, view.key_of(source), index)
+    elif isinstance(index, int) and (index,) in shapes:
+        element = view.out()
+        for d in range(len(view.shape(element))):
+            yield Tie(DimRef(f"{source.name}#{index}", d), DimRef(element, d))

@@ -1,0 +1,203 @@
+"""Layers with weights: convolutions, linear layers and normalisations, as modules and functions.
+
+A conv or linear layer is where channels begin and end: its output channel ``j`` is weight row
+``j`` (and bias ``j``); its input channel ``i`` is read by weight column ``i``. Ties to the weight
+make the analysis see both sides, so removing a channel slices both.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..slots import DimRef
+from .base import NodeView, Tie, register, same_dims
+
+CONV_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+NORM_MODULES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.InstanceNorm1d, nn.InstanceNorm2d,
+                nn.InstanceNorm3d, nn.SyncBatchNorm)
+
+
+def conv_ties(view: NodeView, x: str, y: str, weight: str, bias: str | None, groups: int):
+    """Ties of ``y = conv(x, weight, bias, groups=groups)``.
+
+    * ``groups == 1``: x channel i = weight column i; y channel j = weight row j = bias j.
+    * depthwise (one input channel per group): x channel i = y channels of group i.
+    * grouped (ResNeXt): x channel ``g*n + i`` = weight column ``i`` for every group ``g``, and the
+      y channels with the same in-group index are tied, so every group loses the same channels.
+    """
+    spatial = len(view.shape(weight)) - 2
+    channel = len(view.shape(x)) - spatial - 1
+    in_channels, out_channels = view.shape(x)[channel], view.shape(weight)[0]
+    in_per_group = view.shape(weight)[1]
+    yield Tie(DimRef(y, channel), DimRef(weight, 0))
+    if bias is not None:
+        yield Tie(DimRef(bias, 0), DimRef(weight, 0))
+    if channel == 1:
+        yield Tie(DimRef(x, 0), DimRef(y, 0))
+    if groups == 1:
+        yield Tie(DimRef(x, channel), DimRef(weight, 1))
+    elif in_per_group == 1:
+        per_group = out_channels // in_channels
+        yield Tie(DimRef(x, channel), DimRef(y, channel), np.repeat(np.arange(in_channels), per_group),
+                  np.arange(out_channels))
+    else:
+        out_per_group = out_channels // groups
+        yield Tie(DimRef(x, channel), DimRef(weight, 1), np.arange(in_channels), np.arange(in_channels) % in_per_group)
+        yield Tie(DimRef(y, channel), DimRef(y, channel), np.arange(out_channels),
+                  np.arange(out_channels) % out_per_group)
+
+
+def _shrink_conv(view: NodeView, ctx):
+    conv = view.module
+    x = view.tensor_args()[0]
+    channel = len(view.shape(x)) - conv.weight.dim() + 1
+    new_in = ctx.new_size(DimRef(x, channel))
+    conv.out_channels = conv.weight.shape[0]
+    conv.groups = new_in // conv.weight.shape[1]
+    conv.in_channels = new_in
+
+
+@register(*CONV_MODULES, shrink=_shrink_conv)
+def conv_module(view: NodeView):
+    conv = view.module
+    bias = view.param("bias") if conv.bias is not None else None
+    return conv_ties(view, view.tensor_args()[0], view.out(), view.param("weight"), bias, conv.groups)
+
+
+@register(F.conv1d, F.conv2d, F.conv3d)
+def conv_function(view: NodeView):
+    x, weight, bias = view.arg(0, "input"), view.arg(1, "weight"), view.arg(2, "bias")
+    groups = view.arg(6, "groups", 1)
+    keys = view.key_of(x), view.key_of(weight)
+    if None in keys or not isinstance(groups, int):
+        return []
+    return conv_ties(view, keys[0], view.out(), keys[1], view.key_of(bias), groups)
+
+
+def _shrink_conv_transpose(view: NodeView, ctx):
+    conv = view.module
+    conv.in_channels = conv.weight.shape[0]
+    conv.out_channels = conv.weight.shape[1]
+
+
+@register(nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, shrink=_shrink_conv_transpose)
+def conv_transpose_module(view: NodeView):
+    """Transposed conv: weight is (in, out, k...); only ungrouped ones are pruned."""
+    conv = view.module
+    if conv.groups != 1:
+        return
+    x, y, weight = view.tensor_args()[0], view.out(), view.param("weight")
+    yield Tie(DimRef(x, 1), DimRef(weight, 0))
+    yield Tie(DimRef(y, 1), DimRef(weight, 1))
+    yield Tie(DimRef(x, 0), DimRef(y, 0))
+    if conv.bias is not None:
+        yield Tie(DimRef(view.param("bias"), 0), DimRef(y, 1))
+
+
+def linear_ties(view: NodeView, x: str, y: str, weight: str, bias: str | None):
+    """``y = x @ weight.T + bias``: x's last dim = weight columns; y's last dim = weight rows = bias."""
+    last = len(view.shape(x)) - 1
+    yield Tie(DimRef(x, last), DimRef(weight, 1))
+    yield Tie(DimRef(y, last), DimRef(weight, 0))
+    if bias is not None:
+        yield Tie(DimRef(bias, 0), DimRef(weight, 0))
+    yield from same_dims(x, y, view, skip=[last])
+
+
+def _shrink_linear(view: NodeView, ctx):
+    view.module.in_features = view.module.weight.shape[1]
+    view.module.out_features = view.module.weight.shape[0]
+
+
+@register(nn.Linear, shrink=_shrink_linear)
+def linear_module(view: NodeView):
+    bias = view.param("bias") if view.module.bias is not None else None
+    return linear_ties(view, view.tensor_args()[0], view.out(), view.param("weight"), bias)
+
+
+@register(F.linear)
+def linear_function(view: NodeView):
+    x, weight = view.key_of(view.arg(0, "input")), view.key_of(view.arg(1, "weight"))
+    if x is None or weight is None:
+        return []
+    return linear_ties(view, x, view.out(), weight, view.key_of(view.arg(2, "bias")))
+
+
+def norm_ties(view: NodeView, x: str, y: str, params: list[str | None], channel: int):
+    """Per-channel normalisation: channel c of x = channel c of y = entry c of every parameter."""
+    yield from same_dims(x, y, view)
+    for key in params:
+        if key is not None:
+            yield Tie(DimRef(key, 0), DimRef(y, channel))
+
+
+def _shrink_batch_norm(view: NodeView, ctx):
+    norm = view.module
+    x = view.tensor_args()[0]
+    norm.num_features = ctx.new_size(DimRef(x, 1))
+
+
+@register(*NORM_MODULES, shrink=_shrink_batch_norm)
+def batch_norm_module(view: NodeView):
+    names = ("weight", "bias", "running_mean", "running_var")
+    params = [view.param(n) for n in names if getattr(view.module, n, None) is not None]
+    return norm_ties(view, view.tensor_args()[0], view.out(), params, channel=1)
+
+
+@register(F.batch_norm)
+def batch_norm_function(view: NodeView):
+    x = view.key_of(view.arg(0, "input"))
+    if x is None:
+        return []
+    names = [(1, "running_mean"), (2, "running_var"), (3, "weight"), (4, "bias")]
+    params = [view.key_of(view.arg(i, n)) for i, n in names]
+    return norm_ties(view, x, view.out(), params, channel=1)
+
+
+def layer_norm_ties(view: NodeView, x: str, y: str, weight: str | None, bias: str | None, normalized: int):
+    """LayerNorm over the last ``normalized`` dims: those dims are tied to weight and bias.
+
+    Removing a channel changes the mean and variance the norm computes, so the pruned model is
+    close to, not equal to, the masked one (see DESIGN: channel-mixing norms).
+    """
+    rank = len(view.shape(x))
+    yield from same_dims(x, y, view)
+    for key in (weight, bias):
+        if key is None:
+            continue
+        for i in range(normalized):
+            yield Tie(DimRef(key, i), DimRef(y, rank - normalized + i))
+
+
+def _shrink_layer_norm(view: NodeView, ctx):
+    norm = view.module
+    x = view.tensor_args()[0]
+    k = len(norm.normalized_shape)
+    norm.normalized_shape = tuple(ctx.new_shape(x)[-k:])
+
+
+@register(nn.LayerNorm, shrink=_shrink_layer_norm)
+def layer_norm_module(view: NodeView):
+    norm = view.module
+    weight = view.param("weight") if norm.weight is not None else None
+    bias = view.param("bias") if getattr(norm, "bias", None) is not None else None
+    return layer_norm_ties(view, view.tensor_args()[0], view.out(), weight, bias, len(norm.normalized_shape))
+
+
+def _shrink_layer_norm_function(view: NodeView, ctx):
+    x = view.key_of(view.arg(0))
+    shape = view.arg(1, "normalized_shape")
+    new = list(ctx.new_shape(x)[-len(shape):])
+    view.node.update_arg(1, new) if len(view.node.args) > 1 else view.node.update_kwarg("normalized_shape", new)
+
+
+@register(F.layer_norm, shrink=_shrink_layer_norm_function)
+def layer_norm_function(view: NodeView):
+    x = view.key_of(view.arg(0, "input"))
+    shape = view.arg(1, "normalized_shape")
+    if x is None or not isinstance(shape, (list, tuple)) or not all(isinstance(s, int) for s in shape):
+        return []
+    weight, bias = view.key_of(view.arg(2, "weight")), view.key_of(view.arg(3, "bias"))
+    return layer_norm_ties(view, x, view.out(), weight, bias, len(shape))

@@ -1,0 +1,94 @@
+"""Trace a model to an FX GraphModule and record every node's tensor shapes.
+
+Failures become ``TraceError`` naming the user's code, with the ways out: mark the module as a
+leaf, pass ``concrete_args``, or prune a submodule that traces.
+"""
+
+from __future__ import annotations
+
+import traceback
+
+import torch
+import torch.fx
+from torch.fx.passes.shape_prop import ShapeProp
+
+from .errors import InputError, TraceError
+
+
+class _Tracer(torch.fx.Tracer):
+    """The default tracer, with extra leaf modules named by the user."""
+
+    def __init__(self, leaf_types: tuple[type, ...] = ()):
+        super().__init__()
+        self.leaf_types = leaf_types
+
+    def is_leaf_module(self, module: torch.nn.Module, qualified_name: str) -> bool:
+        if self.leaf_types and isinstance(module, self.leaf_types):
+            return True
+        return super().is_leaf_module(module, qualified_name)
+
+
+def _user_frame(error: BaseException) -> str:
+    """The innermost stack frame of the error that is not inside torch itself."""
+    frames = traceback.extract_tb(error.__traceback__)
+    for frame in reversed(frames):
+        if "/torch/" not in frame.filename.replace("\\", "/"):
+            return f'{frame.filename}:{frame.lineno} in {frame.name}: "{(frame.line or "").strip()}"'
+    return "unknown location"
+
+
+def trace(model: torch.nn.Module, leaf_types: tuple[type, ...] = (), concrete_args=None) -> torch.fx.GraphModule:
+    """Symbolically trace ``model``; raise ``TraceError`` that points at the untraceable line."""
+    if isinstance(model, torch.fx.GraphModule):
+        return model
+    tracer = _Tracer(leaf_types)
+    try:
+        graph = tracer.trace(model, concrete_args=concrete_args)
+    except Exception as error:  # FX raises many kinds; all mean "cannot trace"
+        raise TraceError(
+            f"torch.fx cannot trace {type(model).__name__}: {type(error).__name__}: {error} "
+            f"(at {_user_frame(error)}). Ways out: mark the offending module as a leaf "
+            "(leaf_modules=(MyBlock,)), pass concrete_args for Python control flow on inputs, "
+            "or prune a submodule that traces with fxprune.compress_submodule."
+        ) from error
+    name = type(model).__name__
+    return torch.fx.GraphModule(tracer.root, graph, name)
+
+
+def propagate_shapes(gm: torch.fx.GraphModule, inputs: tuple) -> None:
+    """Run ``inputs`` through ``gm`` and store each node's shapes in ``node.meta['tensor_meta']``."""
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    if len(inputs) > len(placeholders):
+        raise InputError(f"data: the model takes {len(placeholders)} input(s) but got {len(inputs)}")
+    try:
+        with torch.no_grad():
+            ShapeProp(gm).propagate(*inputs)
+    except Exception as error:
+        node = getattr(error, "fxprune_node", None)
+        shapes = ", ".join(str(tuple(t.shape)) for t in inputs if isinstance(t, torch.Tensor))
+        raise InputError(
+            f"data: the model rejects inputs of shape {shapes}{f' at node {node}' if node else ''}: "
+            f"{type(error).__name__}: {error}. Pass inputs the model accepts."
+        ) from error
+
+
+def tensor_shapes(node: torch.fx.Node) -> dict[tuple[int, ...], torch.Size]:
+    """Shapes of the tensors a node produces, keyed by their position in a nested output.
+
+    A plain tensor output has key ``()``; element ``i`` of a tuple output has key ``(i,)``.
+    """
+    meta = node.meta.get("tensor_meta")
+    found: dict[tuple[int, ...], torch.Size] = {}
+
+    def visit(value, path):
+        if isinstance(value, torch.fx.passes.shape_prop.TensorMetadata):
+            found[path] = value.shape
+        elif isinstance(value, (tuple, list)):
+            for i, item in enumerate(value):
+                visit(item, path + (i,))
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                visit(item, path + (key,))
+
+    visit(meta, ())
+    return found

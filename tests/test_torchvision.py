@@ -1,0 +1,32 @@
+"""A representative of every torchvision classification family: pruned == masked original.
+
+Weights are randomised (and BatchNorm given real statistics) so no output is trivially zero.
+Families with LayerNorm over pruned channels (ConvNeXt, Swin, MaxViT, ViT) cannot match the masked
+model exactly; there the output shape and a finite forward are checked.
+"""
+
+import pytest
+import torch
+import torchvision
+from helpers import compress_checked, parameter_count, randomize
+
+FAMILIES = {
+    "resnet18": 64, "vgg11_bn": 32, "densenet121": 64, "mobilenet_v2": 64, "mobilenet_v3_small": 64,
+    "efficientnet_b0": 64, "regnet_x_400mf": 64, "regnet_y_400mf": 64, "shufflenet_v2_x0_5": 64,
+    "squeezenet1_1": 64, "googlenet": 64, "inception_v3": 96, "mnasnet0_5": 64, "resnext50_32x4d": 64,
+    "convnext_tiny": 64, "vit_b_32": 224, "swin_t": 224, "maxvit_t": 224, "alexnet": 64,
+    "wide_resnet50_2": 64,
+}
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_family_compresses_correctly(name):
+    torch.manual_seed(0)
+    kwargs = {"aux_logits": False, "init_weights": False} if name in ("googlenet", "inception_v3") else {}
+    model = randomize(torchvision.models.get_model(name, weights=None, **kwargs))
+    size = FAMILIES[name]
+    inputs = (torch.randn(2, 3, size, size),)
+    small, analysis, plan, result = compress_checked(model, inputs, ratio=0.5)
+    out = small(*inputs)
+    assert out.shape == model(*inputs).shape and torch.isfinite(out).all()
+    assert parameter_count(small) < 0.8 * parameter_count(model)
