@@ -7,6 +7,9 @@
 
 from .compress import analyze, apply_plan, compress
 from .errors import FxpruneError, InputError, RewriteError, TraceError
+from .finetune import finetune
+from .mlacp import MLACP
 from .plan import Plan
 
-__all__ = ["FxpruneError", "InputError", "Plan", "RewriteError", "TraceError", "analyze", "apply_plan", "compress"]
+__all__ = ["FxpruneError", "InputError", "Plan", "RewriteError", "TraceError", "analyze", "apply_plan", "compress",
+           "finetune", "MLACP"]

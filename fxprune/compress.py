@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 
 import torch
 import torch.fx
 
 from .analysis import Analysis, analyze_graph
-from .criteria import get_criterion
+from .batchnorm import recalibrate_bn as recalibrate_batch_norms
 from .errors import InputError, RewriteError
 from .inputs import as_batches, example_inputs
-from .plan import Plan, kept_count, plan_from_scores
+from .plan import Plan
 from .report import Report
 from .rewrite import rewrite
+from .selection import Chooser, check_target_macs
 from .slots import DimRef
 from .tracing import propagate_shapes, tensor_shapes, trace
 
@@ -78,7 +80,8 @@ def plan_and_rewrite(gm, inputs, choose_plan, ignore=()) -> tuple[torch.fx.Graph
 
 
 def compress(model: torch.nn.Module, data, ratio: float = 0.5, *, method="l1", ignore=(), round_to: int = 1,
-             leaf_modules=(), max_batches: int | None = 8) -> torch.fx.GraphModule:
+             leaf_modules=(), max_batches: int | None = 8, target_macs: float | None = None,
+             refit: bool | None = None, recalibrate_bn: bool = False) -> torch.fx.GraphModule:
     """Return a physically smaller copy of ``model`` with ``ratio`` of every prunable group's channels removed.
 
     >>> small = compress(torchvision.models.resnet18(), torch.randn(2, 3, 64, 64), ratio=0.5)  # doctest: +SKIP
@@ -86,21 +89,29 @@ def compress(model: torch.nn.Module, data, ratio: float = 0.5, *, method="l1", i
     ``data``: a tensor of inputs, an ``(inputs, targets)`` pair, or an iterable of either.
     ``ignore``: names of modules whose parameters must keep their shape. The plan is kept as
     ``small.fxprune_plan``; the user's model is left as it was.
+    ``method``: a criterion name (``l1``, ``reconstruction``, ...), a layer-wise method (``mlacp`` and
+    its ablations, or an ``MLACP(...)``), or a callable criterion. ``target_macs``: instead of
+    ``ratio``, the fraction of the original MACs to keep (within 2%). ``refit``: least-squares refit
+    of the layers that lost inputs (default: when the method asks for it). ``recalibrate_bn``:
+    re-estimate BatchNorm statistics on ``data`` when channels were removed (off by default so that
+    the pruned model equals the original with the removed channels zeroed; turn it on when the
+    pruned model is used without fine-tuning).
     """
     _check_arguments(model, ratio, round_to)
-    criterion = get_criterion(method)
+    check_target_macs(target_macs)
     batches = as_batches(data, max_batches)
     inputs = example_inputs(batches)
-
-    def choose(analysis: Analysis) -> Plan:
-        counts = [kept_count(g.size, ratio, round_to) for g in analysis.groups]
-        scores = criterion(analysis, batches) if ratio > 0 else [torch.zeros(g.size).numpy() for g in analysis.groups]
-        return plan_from_scores(analysis, scores, counts, {"ratio": ratio, "method": str(method)})
+    choose = Chooser(method, batches, inputs, ratio, target_macs, round_to, refit)
 
     with evaluating(model):
         gm = traced(model, inputs, leaf_modules)
+        gm = copy.deepcopy(gm) if choose.changes_weights else gm  # the user's weights stay as they are
         small, _, plan = plan_and_rewrite(gm, inputs, choose, ignore)
+        if recalibrate_bn and plan.removed_channels:
+            recalibrate_batch_norms(small, batches)
     small.fxprune_plan = plan
+    if choose.pruner is not None:
+        small.fxprune_log = list(choose.pruner.log)
     small.train(model.training)
     return small
 

@@ -10,10 +10,11 @@ from typing import Callable
 
 from ..errors import InputError
 from .magnitude import bn_scale, l1, l2, random_scores
+from .reconstruction import reconstruction
 from .taylor import taylor
 
 CRITERIA: dict[str, Callable] = {"l1": l1, "l2": l2, "bn_scale": bn_scale, "random": random_scores,
-                                 "taylor": taylor}
+                                 "taylor": taylor, "reconstruction": reconstruction}
 
 
 def get_criterion(method) -> Callable:

@@ -1,0 +1,100 @@
+"""Choosing the plan: how many channels each group keeps, which ones, and what happens to the weights.
+
+``Chooser`` is the ``choose_plan`` step that ``compress`` hands to ``plan_and_rewrite``:
+
+1. counts: ``ratio`` of every group (uniform), or the counts that meet ``target_macs`` (global
+   ranking of the criterion's scores; a uniform ratio for layer-wise methods, which cannot score a
+   group before the groups before it are pruned);
+2. which channels: a criterion's top scores, or a layer-wise method (MLACP) that also refines the
+   kept weights of ``analysis.gm`` in place;
+3. optionally the least-squares refit of the layers that lost inputs (``fxprune.refit``).
+
+Methods that change weights work on a private copy of the traced model (``changes_weights``); the
+chooser restores that copy's weights whenever the plan is chosen again after a failed rewrite.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .allocation import global_keep_counts, uniform_keep_counts
+from .analysis import Analysis
+from .criteria import CRITERIA, get_criterion
+from .errors import InputError
+from .mlacp import LAYERWISE
+from .plan import Plan, kept_count, plan_from_scores
+from .refit import refit as refit_layers
+
+
+def resolve_method(method):
+    """(criterion, None) for a scoring method, (None, pruner) for a layer-wise one like MLACP."""
+    if isinstance(method, str) and method in LAYERWISE:
+        return None, LAYERWISE[method]()
+    if getattr(method, "refines_weights", False) and hasattr(method, "prune"):
+        return None, method
+    if isinstance(method, str) and method not in CRITERIA:
+        names = ", ".join(sorted([*CRITERIA, *LAYERWISE]))
+        raise InputError(f"method: unknown method {method!r}; choose one of {names}, "
+                         "or pass a callable(analysis, batches) -> list of score arrays")
+    return get_criterion(method), None
+
+
+class Chooser:
+    """Builds the plan for one analysis; see the module docstring."""
+
+    def __init__(self, method, batches, inputs, ratio=0.5, target_macs=None, round_to=1, refit=None):
+        self.criterion, self.pruner = resolve_method(method)
+        self.method_name = method if isinstance(method, str) else getattr(method, "__name__", type(method).__name__)
+        self.batches, self.inputs = batches, inputs
+        self.ratio, self.target_macs, self.round_to = ratio, target_macs, round_to
+        self.refit = refit if refit is not None else getattr(self.criterion, "refit_after", False)
+        self._saved_state = None
+
+    @property
+    def changes_weights(self) -> bool:
+        return self.pruner is not None or bool(self.refit)
+
+    def __call__(self, analysis: Analysis) -> Plan:
+        self._restore(analysis)
+        if self.target_macs is not None and self.target_macs >= 1:
+            counts = [g.size for g in analysis.groups]
+        elif self.target_macs is None:
+            counts = [kept_count(g.size, self.ratio, self.round_to) for g in analysis.groups]
+        else:
+            counts = None
+        scores = None
+        if self.criterion is not None and counts != [g.size for g in analysis.groups]:
+            scores = self.criterion(analysis, self.batches)
+            if counts is None:
+                counts = global_keep_counts(analysis, self.inputs, self.target_macs, scores, self.round_to)
+        if self.pruner is not None:
+            if counts is None:
+                counts = uniform_keep_counts(analysis, self.inputs, self.target_macs, self.round_to)
+            if counts != [g.size for g in analysis.groups]:
+                scores = self.pruner.prune(analysis, self.batches, counts)
+        if scores is None:
+            scores = [np.zeros(g.size) for g in analysis.groups]
+        plan = plan_from_scores(analysis, scores, counts, self._info())
+        if self.refit and plan.removed_channels:
+            refit_layers(analysis, plan, self.batches)
+        return plan
+
+    def _info(self) -> dict:
+        info = {"method": str(self.method_name), "refit": bool(self.refit)}
+        info.update({"ratio": self.ratio} if self.target_macs is None else {"target_macs": self.target_macs})
+        return info
+
+    def _restore(self, analysis: Analysis) -> None:
+        """Weights as traced, even when an earlier round refined them and its rewrite failed."""
+        if not self.changes_weights:
+            return
+        if self._saved_state is None:
+            self._saved_state = {k: v.clone() for k, v in analysis.gm.state_dict().items()}
+        else:
+            analysis.gm.load_state_dict(self._saved_state)
+
+
+def check_target_macs(target_macs) -> None:
+    if target_macs is not None and (not isinstance(target_macs, (int, float)) or not 0 < target_macs <= 1):
+        raise InputError("target_macs: expected a fraction in (0, 1] of the original MACs to keep, "
+                         f"got {target_macs!r}")

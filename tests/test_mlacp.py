@@ -1,0 +1,141 @@
+"""MLACP: structure of its result, its losses, its failure modes, and the user's model left alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from helpers import randomize
+from models import Chain, ChainFunctional, Residual
+
+import fxprune
+from fxprune import oracle
+from fxprune.compress import evaluating, plan_and_rewrite, traced
+from fxprune.errors import FxpruneError, InputError
+from fxprune.mlacp import MLACP
+from fxprune.mlacp.losses import channel_gram_loss, loss_parts, reconstruction_loss, spatial_gram_loss
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread (and do not fight other processes for cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def data(seed=0, n=16, size=9):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, size, size, generator=generator), torch.randint(0, 11, (n,), generator=generator)
+
+
+def quick(**options) -> MLACP:
+    return MLACP(steps=3, progress=False, **options)
+
+
+@pytest.mark.parametrize("model_class", [Chain, ChainFunctional, Residual])
+def test_mlacp_result_has_the_plan_shapes_and_refined_weights(model_class):
+    model = randomize(model_class())
+    x, y = data()
+    small = fxprune.compress(model, (x, y), ratio=0.4, method=quick())
+    reference = fxprune.apply_plan(model, x[:1], small.fxprune_plan)
+    assert [p.shape for p in small.parameters()] == [p.shape for p in reference.parameters()]
+    assert small.fxprune_plan.removed_channels > 0
+    assert small(x).shape == model(x).shape
+    assert len(small.fxprune_log) == len(small.fxprune_plan.groups)
+
+
+def test_mlacp_keeps_the_masked_model_it_refined():
+    """The rewrite of MLACP's working copy equals that copy with the removed channels zeroed."""
+    model = randomize(Residual())
+    x, y = data()
+    method = quick()
+    choose_batches = fxprune.inputs.as_batches((x, y))
+    from fxprune.selection import Chooser
+
+    chooser = Chooser(method, choose_batches, (x[:1],), ratio=0.4)
+    with evaluating(model):
+        gm = traced(model, (x[:1],))
+        import copy
+
+        small, analysis, plan = plan_and_rewrite(copy.deepcopy(gm), (x[:1],), chooser)
+    result = oracle.check(analysis, plan, small, (x,))
+    assert result.relative < 1e-4
+
+
+def test_user_model_is_not_modified():
+    model = randomize(Chain()).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x, y = data()
+    fxprune.compress(model, (x, y), ratio=0.5, method=quick(), refit=True, recalibrate_bn=True)
+    assert model.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_ratio_zero_returns_an_equivalent_model():
+    model = randomize(Chain())
+    x, y = data()
+    small = fxprune.compress(model, (x, y), ratio=0.0, method=quick(), recalibrate_bn=True)
+    assert small.fxprune_plan.removed_channels == 0
+    assert small.fxprune_log == []
+    torch.testing.assert_close(small(x), model(x))
+
+
+def test_reconstruction_and_gram_terms_are_zero_when_nothing_changed():
+    feature = torch.randn(4, 5, 7, 7)
+    assert reconstruction_loss(feature, feature.clone()) == 0
+    assert channel_gram_loss(feature, feature.clone()) == 0
+    assert float(spatial_gram_loss(feature, feature.clone())) == pytest.approx(0, abs=1e-6)
+    assert reconstruction_loss(feature, feature * 0.5) > 0
+    assert float(spatial_gram_loss(feature, torch.randn(4, 5, 7, 7))) > 0
+
+
+def test_spatial_gram_shortcut_matches_the_explicit_gram():
+    a, b = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    ga, gb = [t.flatten(2).transpose(1, 2) @ t.flatten(2) for t in (a, b)]
+    expected = (ga - gb).pow(2).sum() / ga.pow(2).sum()
+    assert float(spatial_gram_loss(a, b)) == pytest.approx(float(expected), rel=1e-4)
+
+
+def test_loss_parts_leave_out_the_terms_not_asked_for():
+    feature = {"c": torch.randn(2, 3, 4, 4)}
+    logits, labels = torch.randn(2, 5), torch.tensor([1, 2])
+    parts = loss_parts(feature, {"c": feature["c"] + 1}, ["c"], logits, labels, False, False)
+    assert parts.gram == 0 and parts.classification == 0 and parts.reconstruction > 0
+    assert float(parts.joint(1.0, 1.0, ("reconstruction",))) == float(parts.reconstruction)
+
+
+@pytest.mark.parametrize("terms", [("reconstruction",), ("reconstruction", "gram"),
+                                   ("reconstruction", "classification")])
+def test_ablations_run(terms):
+    model = randomize(Chain())
+    small = fxprune.compress(model, data(), ratio=0.4, method=quick(terms=terms))
+    assert small.fxprune_plan.removed_channels > 0
+
+
+def test_named_ablations_and_unknown_method():
+    with pytest.raises(InputError, match="mlacp"):
+        fxprune.compress(randomize(Chain()), data()[0], method="mlcap")
+    with pytest.raises(ValueError, match="terms"):
+        MLACP(terms=("reconstruction", "style"))
+
+
+def test_labels_free_data_uses_the_baseline_predictions():
+    model = randomize(Chain())
+    small = fxprune.compress(model, data()[0], ratio=0.4, method=quick())
+    assert small.fxprune_plan.removed_channels > 0
+
+
+def test_nan_loss_stops_with_an_error_naming_the_group():
+    model = randomize(Chain())
+    with pytest.raises(FxpruneError, match="c1.weight"):
+        fxprune.compress(model, data(), ratio=0.4, method=quick(lr=1e30, beta=1e30))
+
+
+def test_refinement_does_not_increase_the_loss():
+    model = randomize(Residual())
+    small = fxprune.compress(model, data(), ratio=0.5, method=quick())
+    assert all(r.loss_refined <= r.loss_pruned + 1e-9 for r in small.fxprune_log)
+    assert all(np.isfinite([r.loss_refined for r in small.fxprune_log]))
