@@ -122,8 +122,8 @@ class _Collector:
         self.edges_b.append(self.table.slots(rel.b, rel.b_index))
         return rel.a_index is None
 
-    def freeze(self, ref: DimRef, reason: str) -> None:
-        slots = self.table.slots(ref)
+    def freeze(self, ref: DimRef, reason: str, index=None) -> None:
+        slots = self.table.slots(ref, index)
         self.frozen_slots.append(slots)
         self.frozen_reason.append(np.full(len(slots), len(self.reasons)))
         self.reasons.append(f"{ref}: {reason}")
@@ -139,7 +139,7 @@ def _collect(gm, table, aliases, extra_frozen) -> _Collector:
                 if collector.tie(rel) and (rel.a in group_axes or rel.b in group_axes):
                     group_axes.update((rel.a, rel.b))
             elif isinstance(rel, Freeze):
-                collector.freeze(rel.at, rel.reason)
+                collector.freeze(rel.at, rel.reason, rel.index)
             elif not isinstance(rel, Observe):
                 raise TypeError(f"rule for node {node.name} returned {rel!r}")
     for ref, why in extra_frozen.items():

@@ -5,12 +5,14 @@ tensors it touches (its inputs, its outputs, the parameters of its module):
 
 * ``Tie(a, b)``: slot ``i`` of ``a`` is the same channel as slot ``i`` of ``b`` (or, with index
   arrays, slot ``a_index[k]`` of ``a`` is slot ``b_index[k]`` of ``b``);
-* ``Freeze(at, reason)``: the slots of ``at`` must not be removed;
+* ``Freeze(at, reason)``: the slots of ``at`` (or those at ``index``) must not be removed;
 * ``Observe(at)``: the node reads ``at`` (its size, say) but removing slots there is fine.
 
-Any dimension the node touches that its rule does not mention is frozen, so a missing or partial
-rule costs pruning, never correctness. A rule's optional ``shrink(ctx)`` updates what a rewrite
-must change besides parameters: module attributes and the literal sizes in node arguments.
+Any dimension the node touches that its rule does not mention is frozen, so a missing rule costs
+pruning, never correctness. A rule that ties only some slots of a dim says the others are not read
+by the op (as a slice does); slots the op does use must be tied or frozen. A rule's optional
+``shrink(ctx)`` updates what a rewrite must change besides parameters: module attributes and the
+literal sizes in node arguments.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class Tie:
 class Freeze:
     at: DimRef
     reason: str
+    index: np.ndarray | None = None  # only these slots (all when None)
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,9 @@ class NodeView:
         if name is not None and name in self.node.kwargs:
             return self.node.kwargs[name]
         return default
+
+    def kwargs_flag(self, name: str) -> bool:
+        return bool(self.node.kwargs.get(name, False))
 
     def out(self, path: tuple = ()) -> str:
         return output_key(self.node, path)
