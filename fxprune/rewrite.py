@@ -13,14 +13,13 @@ import copy
 import numpy as np
 import torch
 import torch.fx
-from torch.fx.passes.shape_prop import ShapeProp
 
 from .analysis import Analysis
 from .errors import RewriteError
 from .plan import Plan, removed_components
 from .rules import NodeView, find_rule, rule_key
 from .slots import DimRef, SlotTable, canonical_names, output_key
-from .tracing import tensor_shapes
+from .tracing import ShapePropagation, tensor_shapes
 
 
 class ShrinkContext:
@@ -89,7 +88,7 @@ def verify_shapes(gm: torch.fx.GraphModule, inputs: tuple, expected: dict[str, t
     """Run ``gm`` on ``inputs``; raise ``RewriteError`` naming the first nodes whose shapes differ."""
     try:
         with torch.no_grad():
-            ShapeProp(gm).propagate(*inputs)
+            ShapePropagation(gm).propagate(*inputs)
     except Exception as error:
         failed = next((n for n in gm.graph.nodes if n.op != "output" and "tensor_meta" not in n.meta), None)
         raise RewriteError(f"the rewritten graph fails at node {failed.name if failed else '?'}: {error}",

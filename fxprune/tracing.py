@@ -55,6 +55,30 @@ def trace(model: torch.nn.Module, leaf_types: tuple[type, ...] = (), concrete_ar
     return torch.fx.GraphModule(tracer.root, graph, name)
 
 
+def _mutable(value):
+    """A plain copy of FX's immutable list/dict literals (nested), as the compiled code would pass."""
+    if isinstance(value, list):
+        return [_mutable(v) for v in value]
+    if type(value) is tuple:
+        return tuple(_mutable(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _mutable(v) for k, v in value.items()}
+    return value
+
+
+class ShapePropagation(ShapeProp):
+    """``ShapeProp`` that hands each call fresh, mutable copies of literal lists in the node's arguments.
+
+    A GraphModule's generated code builds ``[8, 7, 7]`` anew on every call, and some wrapped functions
+    (Swin3D's ``_get_window_and_shift_size``) write into such a list; the interpreter would pass FX's
+    immutable original and fail.
+    """
+
+    def fetch_args_kwargs_from_env(self, n: torch.fx.Node):
+        args, kwargs = super().fetch_args_kwargs_from_env(n)
+        return tuple(_mutable(a) for a in args), {k: _mutable(v) for k, v in kwargs.items()}
+
+
 def propagate_shapes(gm: torch.fx.GraphModule, inputs: tuple) -> None:
     """Run ``inputs`` through ``gm`` and store each node's shapes in ``node.meta['tensor_meta']``."""
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
@@ -62,7 +86,7 @@ def propagate_shapes(gm: torch.fx.GraphModule, inputs: tuple) -> None:
         raise InputError(f"data: the model takes {len(placeholders)} input(s) but got {len(inputs)}")
     try:
         with torch.no_grad():
-            ShapeProp(gm).propagate(*inputs)
+            ShapePropagation(gm).propagate(*inputs)
     except Exception as error:
         node = getattr(error, "fxprune_node", None)
         shapes = ", ".join(str(tuple(t.shape)) for t in inputs if isinstance(t, torch.Tensor))

@@ -63,16 +63,23 @@ def _shape_sink(node: torch.fx.Node) -> torch.fx.Node | None:
     return None
 
 
-def _read_dims(node: torch.fx.Node, rank: int) -> dict[int, torch.fx.Node]:
-    """Which dimensions a shape read exposes, each with the node that carries that size on."""
+def _read_dims(node: torch.fx.Node, rank: int) -> dict[int, list[torch.fx.Node]]:
+    """Which dimensions a shape read exposes, each with the nodes that carry that size on.
+
+    ``x.shape[1]`` exposes dim 1; ``x.shape[-2:]`` (a resize target) exposes only the last two.
+    """
     if node.op == "call_method" and node.target == "size" and len(node.args) > 1:
-        return {node.args[1] % rank: node}
-    exposed: dict[int, torch.fx.Node] = {}
+        return {node.args[1] % rank: [node]}
+    exposed: dict[int, list[torch.fx.Node]] = {}
     for user in node.users:
-        if user.op == "call_function" and user.target is operator.getitem and isinstance(user.args[1], int):
-            exposed[user.args[1] % rank] = user
+        index = user.args[1] if user.op == "call_function" and user.target is operator.getitem else None
+        if isinstance(index, int):
+            exposed.setdefault(index % rank, []).append(user)
+        elif isinstance(index, slice):
+            for dim in range(rank)[index]:
+                exposed.setdefault(dim, []).append(user)
         else:
-            return {d: node for d in range(rank)}
+            return {d: [node] for d in range(rank)}
     return exposed
 
 
@@ -84,8 +91,7 @@ def _size_read(view: NodeView):
     rank = len(view.shape(key))
     exposed = _read_dims(view.node, rank)
     for dim in range(rank):
-        carrier = exposed.get(dim)
-        sink = _shape_sink(carrier) if carrier is not None else None
+        sink = next(filter(None, map(_shape_sink, exposed.get(dim, []))), None)
         ref = DimRef(key, dim)
         if sink is not None:
             yield Freeze(ref, f"its size is used as a value at node {sink.name}")
