@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import warnings
 
 import torch
 import torch.fx
@@ -12,6 +13,7 @@ from .analysis import Analysis, analyze_graph
 from .batchnorm import recalibrate_bn as recalibrate_batch_norms
 from .errors import InputError, RewriteError
 from .inputs import as_batches, example_inputs
+from .modes import dropped_modules, rehost, training_graph
 from .plan import Plan
 from .report import Report
 from .rewrite import rewrite
@@ -79,7 +81,21 @@ def plan_and_rewrite(gm, inputs, choose_plan, ignore=()) -> tuple[torch.fx.Graph
     raise RewriteError("could not find a consistent plan; please report this model")
 
 
-def compress(model: torch.nn.Module, data, ratio: float = 0.5, *, method="l1", ignore=(), round_to: int = 1,
+def _in_both_modes(model, small, gm, inputs, leaf_modules, choose, ignore) -> torch.nn.Module:
+    """For a graph traced in training mode: the user's class with the pruned layers (see ``modes``)."""
+    host = rehost(model, small, gm, inputs)
+    if host is not None:
+        return host
+    eval_gm = traced(model, inputs, leaf_modules)
+    fallback, _, _ = plan_and_rewrite(eval_gm, inputs, choose, ignore)
+    fallback.fxprune_dropped = dropped_modules(model, eval_gm)
+    warnings.warn(f"{type(model).__name__}: modules used only in training mode were dropped: "
+                  f"{', '.join(fallback.fxprune_dropped)}; the result computes the eval-mode graph in both modes",
+                  stacklevel=3)
+    return fallback
+
+
+def compress(model: torch.nn.Module, data, ratio: float = 0.5, *, method="l1", ignore=(), round_to: int = 8,
              leaf_modules=(), max_batches: int | None = 8, target_macs: float | None = None,
              refit: bool | None = None, recalibrate_bn: bool = False) -> torch.fx.GraphModule:
     """Return a physically smaller copy of ``model`` with ``ratio`` of every prunable group's channels removed.
@@ -89,6 +105,8 @@ def compress(model: torch.nn.Module, data, ratio: float = 0.5, *, method="l1", i
     ``data``: a tensor of inputs, an ``(inputs, targets)`` pair, or an iterable of either.
     ``ignore``: names of modules whose parameters must keep their shape. The plan is kept as
     ``small.fxprune_plan``; the user's model is left as it was.
+    ``round_to``: kept channel counts are multiples of it (8 by default: CPU and GPU kernels run
+    markedly faster on such widths; a group smaller than it is not rounded); 1 disables rounding.
     ``method``: a criterion name (``l1``, ``reconstruction``, ...), a layer-wise method (``mlacp`` and
     its ablations, or an ``MLACP(...)``), or a callable criterion. ``target_macs``: instead of
     ``ratio``, the fraction of the original MACs to keep (within 2%). ``refit``: least-squares refit
@@ -105,8 +123,12 @@ def compress(model: torch.nn.Module, data, ratio: float = 0.5, *, method="l1", i
 
     with evaluating(model):
         gm = traced(model, inputs, leaf_modules)
+        train_gm = training_graph(model, gm, inputs, leaf_modules)  # auxiliary heads are pruned too
+        gm = train_gm or gm
         gm = copy.deepcopy(gm) if choose.changes_weights else gm  # the user's weights stay as they are
         small, _, plan = plan_and_rewrite(gm, inputs, choose, ignore)
+        if train_gm is not None:
+            small = _in_both_modes(model, small, gm, inputs, leaf_modules, choose, ignore)
         if recalibrate_bn and plan.removed_channels:
             recalibrate_batch_norms(small, batches)
     small.fxprune_plan = plan

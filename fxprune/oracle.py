@@ -20,6 +20,26 @@ from .plan import Plan, removed_components
 from .rewrite import kept_slots
 
 
+def randomize_weights(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give every weight random values and BatchNorm non-trivial statistics, in place; returns ``model``.
+
+    Checks on freshly built models can be vacuous: torchvision's ViT head is zero-initialised, so
+    every output is zero and any comparison passes.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            for name, param in module.named_parameters(recurse=False):
+                scale = param[0].numel() ** -0.5 if param.dim() > 1 else 0.1
+                param.copy_(torch.randn(param.shape, generator=generator) * scale)
+                if "weight" in name and param.dim() == 1:
+                    param.add_(1.0)
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and module.running_mean is not None:
+                module.running_mean.copy_(torch.randn(module.running_mean.shape, generator=generator) * 0.1)
+                module.running_var.copy_(torch.rand(module.running_var.shape, generator=generator) + 0.5)
+    return model
+
+
 def masked_original(analysis: Analysis, plan: Plan) -> torch.fx.GraphModule:
     """A copy of the analysed model with every parameter slot of the removed channels set to zero."""
     gm = copy.deepcopy(analysis.gm)

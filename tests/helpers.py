@@ -11,24 +11,8 @@ from fxprune.plan import kept_count, plan_from_scores
 
 
 def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Give every weight random values and BatchNorm non-trivial statistics.
-
-    Zero-initialised layers (torchvision's ViT head) would otherwise make every output zero and
-    every comparison pass.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            for name, param in module.named_parameters(recurse=False):
-                fan_in = param[0].numel() if param.dim() > 1 else 1
-                scale = 1.0 / fan_in**0.5 if param.dim() > 1 else 0.1
-                param.copy_(torch.randn(param.shape, generator=generator) * scale)
-                if "weight" in name and param.dim() == 1:
-                    param.add_(1.0)
-            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and module.running_mean is not None:
-                module.running_mean.copy_(torch.randn(module.running_mean.shape, generator=generator) * 0.1)
-                module.running_var.copy_(torch.rand(module.running_var.shape, generator=generator) + 0.5)
-    return model.eval()
+    """Random weights and BatchNorm statistics (see ``oracle.randomize_weights``), in eval mode."""
+    return oracle.randomize_weights(model, seed).eval()
 
 
 def compress_checked(model, inputs: tuple, ratio: float = 0.5, method="random", tolerance: float = 1e-4,

@@ -10,6 +10,8 @@ import torch
 import torchvision
 from helpers import compress_checked, parameter_count, randomize
 
+import fxprune
+
 FAMILIES = {
     "resnet18": 64, "vgg11_bn": 32, "densenet121": 64, "mobilenet_v2": 64, "mobilenet_v3_small": 64,
     "efficientnet_b0": 64, "regnet_x_400mf": 64, "regnet_y_400mf": 64, "shufflenet_v2_x0_5": 64,
@@ -30,3 +32,18 @@ def test_family_compresses_correctly(name):
     out = small(*inputs)
     assert out.shape == model(*inputs).shape and torch.isfinite(out).all()
     assert parameter_count(small) < 0.8 * parameter_count(model)
+
+
+@pytest.mark.parametrize("name,size", [("googlenet", 64), ("inception_v3", 299)])
+def test_auxiliary_heads_are_pruned_and_work_in_both_modes(name, size):
+    model = randomize(torchvision.models.get_model(name, weights=None)).train()
+    x = torch.randn(2, 3, size, size)
+    small = fxprune.compress(model, x, ratio=0.5, round_to=1)
+    assert model.training, "the user's mode flags are restored"
+    assert isinstance(small, type(model)), "the result keeps the model's own class, so both modes work"
+    aux = small.aux1 if name == "googlenet" else small.AuxLogits
+    original_aux = model.aux1 if name == "googlenet" else model.AuxLogits
+    assert parameter_count(aux) < parameter_count(original_aux)
+    assert small.eval()(x).shape == (2, 1000)
+    outputs = small.train()(x)
+    assert len(outputs) == (3 if name == "googlenet" else 2) and all(o.shape == (2, 1000) for o in outputs)
