@@ -10,6 +10,8 @@ from .errors import FxpruneError, InputError, RewriteError, TraceError
 from .finetune import finetune
 from .mlacp import MLACP
 from .plan import Plan
+from .submodule import compress_submodule
 
 __all__ = ["FxpruneError", "InputError", "Plan", "RewriteError", "TraceError", "analyze", "apply_plan", "compress",
            "finetune", "MLACP"]
+__all__ += ["compress_submodule"]

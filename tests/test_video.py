@@ -1,0 +1,71 @@
+"""Video models (3-D convolutions, MViT, Swin3D, S3D) compress; what cannot be pruned says why."""
+
+import pytest
+import torch
+import torch.fx
+import torch.nn as nn
+import torchvision
+from helpers import compress_checked, parameter_count, randomize
+
+import fxprune
+
+ALL_MODELS = torchvision.models.list_models(module=torchvision.models.video)
+
+
+def video_input(name: str) -> torch.Tensor:
+    """The smallest clip each model accepts (S3D's head pools a fixed 2×7×7; MViT and Swin3D fix sizes)."""
+    if name in ("mvit_v1_b", "mvit_v2_s"):
+        return torch.randn(1, 3, 16, 224, 224)
+    if name == "s3d":
+        return torch.randn(1, 3, 16, 224, 224)
+    if name.startswith("swin3d"):
+        return torch.randn(1, 3, 4, 64, 64)
+    return torch.randn(2, 3, 4, 16, 16)
+
+
+def test_r2plus1d_compresses_exactly():
+    model = randomize(torchvision.models.video.r2plus1d_18(num_classes=7))
+    x = video_input("r2plus1d_18")
+    small, *_ = compress_checked(model, (x,), ratio=0.5)
+    assert small(x).shape == (2, 7) and parameter_count(small) < 0.35 * parameter_count(model)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_every_video_model_compresses(name):
+    model = randomize(torchvision.models.get_model(name, weights=None, num_classes=7))
+    x = video_input(name)
+    small, analysis, plan, result = compress_checked(model, (x,), ratio=0.5)
+    assert small(x).shape == model(x).shape and plan.removed_channels > 0
+    assert all(group.reason for group in analysis.frozen)
+
+
+@torch.fx.wrap
+def _window_sizes(window: list, size: list) -> list:
+    """Writes into its list argument, as Swin3D's ``_get_window_and_shift_size`` does."""
+    for i in range(len(window)):
+        window[i] = min(window[i], size[i])
+    return window
+
+
+class MutatesListLiteral(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2 = nn.Conv3d(3, 7, 3, padding=1), nn.Conv3d(7, 5, 1)
+
+    def forward(self, x):
+        x = torch.relu(self.c1(x))
+        window = _window_sizes([2, 2, 2], [x.size(2), x.size(3), x.size(4)])
+        return self.c2(nn.functional.avg_pool3d(x, window))
+
+
+def test_functions_that_write_into_list_literals_trace_and_compress():
+    model = randomize(MutatesListLiteral())
+    compress_checked(model, (torch.randn(2, 3, 4, 6, 6),), ratio=0.5)
+
+
+def test_swin3d_attention_is_frozen_with_a_reason_naming_it():
+    model = torchvision.models.video.swin3d_t(num_classes=7)
+    report = fxprune.analyze(model, torch.randn(1, 3, 4, 64, 64))
+    assert any("shifted_window_attention_3d" in g.frozen_reason for g in report.frozen)
+    assert report.prunable_channels > 0  # the MLP hidden layers
