@@ -1,0 +1,126 @@
+"""Write the latency benchmark's rows as CSV, a markdown summary and a PNG plot.
+
+One row per (model, method, ratio, runtime, batch). ``speedup`` is the original's latency over the
+pruned model's, measured side by side; ``efficiency`` is speedup ÷ MACs reduction factor — the
+share of the theoretical saving the deployed model really gets (1.0 = all of it).
+"""
+
+from __future__ import annotations
+
+import csv
+import statistics
+from pathlib import Path
+
+FIELDS = ["model", "method", "ratio", "macs", "macs_factor", "params", "runtime", "batch", "latency_ms",
+          "speedup", "efficiency", "runs"]
+FLOOR_RUNTIME, FLOOR_RATIO = "ort-cpu", 0.5
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _find(rows, **where):
+    return [r for r in rows if all(r.get(k) == v for k, v in where.items())]
+
+
+def _cell(rows, **where) -> str:
+    found = _find(rows, **where)
+    return f"{found[0]['speedup']:.2f}× ({found[0]['efficiency']:.2f})" if found else "—"
+
+
+def _runtime_table(rows, runtime, batches) -> list[str]:
+    head = "| model | ratio | MACs factor | " + " | ".join(
+        f"b{b} original ms | b{b} pruned ms | b{b} speedup (÷MACs)" for b in batches) + " |"
+    lines = [f"### {runtime}", "", head, "|" + "---|" * (3 + 3 * len(batches))]
+    for row in _find(rows, method="fxprune", runtime=runtime, batch=batches[0]):
+        cells = [row["model"], f"{row['ratio']:.2f}", f"{row['macs_factor']:.2f}"]
+        for batch in batches:
+            pruned = _find(rows, method="fxprune", runtime=runtime, batch=batch, model=row["model"],
+                           ratio=row["ratio"])
+            original = _find(rows, method="original", runtime=runtime, batch=batch, model=row["model"])
+            cells += [f"{original[0]['latency_ms']:.1f}" if original else "—",
+                      f"{pruned[0]['latency_ms']:.1f}" if pruned else "—",
+                      _cell(rows, method="fxprune", runtime=runtime, batch=batch, model=row["model"],
+                            ratio=row["ratio"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def floor_summary(rows, batches) -> list[str]:
+    """The issue's floors: ORT CPU at ratio 0.5, and no pruned model slower than its original."""
+    lines = ["### Floors", ""]
+    for batch in batches:
+        found = _find(rows, method="fxprune", runtime=FLOOR_RUNTIME, batch=batch, ratio=FLOOR_RATIO)
+        if found:
+            worst = min(found, key=lambda r: r["efficiency"])
+            lines.append(f"* {FLOOR_RUNTIME}, ratio {FLOOR_RATIO}, batch {batch}: median speedup ÷ MACs "
+                         f"{statistics.median(r['efficiency'] for r in found):.2f} over {len(found)} models; "
+                         f"lowest {worst['efficiency']:.2f} ({worst['model']})")
+    slower = [r for r in _find(rows, method="fxprune") if r["speedup"] < 1.0]
+    lines.append("* pruned models slower than their original: " + (", ".join(
+        f"{r['model']} ratio {r['ratio']} {r['runtime']} b{r['batch']} ({r['speedup']:.2f}×)" for r in slower)
+        or "none"))
+    return lines + [""]
+
+
+def peer_table(rows, batches) -> list[str]:
+    peer = _find(rows, method="torch-pruning", runtime=FLOOR_RUNTIME)
+    if not peer:
+        return []
+    head = "| model | ratio | MACs factor fxprune / TP | " + " | ".join(
+        f"b{b} speedup fxprune | b{b} speedup TP" for b in batches) + " |"
+    lines = [f"### fxprune vs Torch-Pruning 1.6.1 at the same MACs ({FLOOR_RUNTIME})", "", head,
+             "|" + "---|" * (3 + 2 * len(batches))]
+    for row in _find(peer, batch=batches[0]):
+        ours = _find(rows, method="fxprune", runtime=FLOOR_RUNTIME, batch=batches[0], model=row["model"],
+                     ratio=row["ratio"])
+        cells = [row["model"], f"{row['ratio']:.2f}",
+                 f"{ours[0]['macs_factor']:.2f} / {row['macs_factor']:.2f}" if ours else "—"]
+        for batch in batches:
+            where = dict(runtime=FLOOR_RUNTIME, batch=batch, model=row["model"], ratio=row["ratio"])
+            cells += [_cell(rows, method="fxprune", **where), _cell(rows, method="torch-pruning", **where)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def write_markdown(rows, notes: list[str], batches, path: Path) -> None:
+    runtimes = sorted({r["runtime"] for r in rows}, key=["ort-cpu", "torch-cpu", "ort-cuda", "torch-cuda"].index)
+    lines = ["# Latency: original vs pruned", "", *[f"* {note}" for note in notes], "",
+             "Cells: speedup over the original (speedup ÷ MACs reduction factor in parentheses).", ""]
+    lines += floor_summary(rows, batches) + peer_table(rows, batches)
+    for runtime in runtimes:
+        lines += _runtime_table(rows, runtime, batches)
+    path.write_text("\n".join(lines))
+
+
+def write_plot(rows, path: Path) -> None:
+    """Speedup against MACs reduction factor per runtime and batch, with the ideal diagonal."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 6))
+    pruned = [r for r in rows if r["method"] != "original"]
+    top = max([r["macs_factor"] for r in pruned] + [r["speedup"] for r in pruned] + [2.0]) * 1.05
+    axes.plot([1, top], [1, top], "k--", linewidth=1, label="ideal (speedup = MACs factor)")
+    markers = {"fxprune": "o", "torch-pruning": "x"}
+    for runtime, batch in sorted({(r["runtime"], r["batch"]) for r in pruned}):
+        for method, marker in markers.items():
+            found = _find(pruned, runtime=runtime, batch=batch, method=method)
+            if found:
+                axes.scatter([r["macs_factor"] for r in found], [r["speedup"] for r in found], marker=marker,
+                             label=f"{method} {runtime} b{batch}", alpha=0.75)
+    axes.set_xlabel("MACs reduction factor (original / pruned)")
+    axes.set_ylabel("measured speedup (original / pruned latency)")
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    axes.legend(fontsize=7)
+    axes.grid(True, which="both", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

@@ -1,0 +1,81 @@
+"""Save and load a compressed model as data only: its plan (JSON) and its weights, no pickled code.
+
+    fxprune.save(small, "small.fxprune")                          # a folder: plan.json + weights
+    small = fxprune.load("small.fxprune", torchvision.models.resnet50(), torch.randn(1, 3, 224, 224))
+
+A pickled GraphModule ties the file to the exact code that made it and runs arbitrary code when
+loaded. A plan plus a state dict does neither: ``load`` rebuilds the small architecture by
+re-applying the plan to a fresh instance of the original one, then fills in the weights, read with
+``weights_only=True`` (or from safetensors, which holds tensors and nothing else).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .compress import apply_plan
+from .errors import InputError
+from .plan import Plan
+
+PLAN_FILE = "plan.json"
+SAFETENSORS_FILE = "weights.safetensors"
+TORCH_FILE = "weights.pt"
+
+try:
+    import safetensors.torch as safetensors_torch
+except ImportError:  # optional: fall back to torch.save of plain tensors
+    safetensors_torch = None
+
+
+def _plain_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Each tensor copied on its own: safetensors refuses tensors that share storage."""
+    return {name: tensor.detach().cpu().clone().contiguous() for name, tensor in model.state_dict().items()}
+
+
+def save(model: torch.nn.Module, path) -> Path:
+    """Write ``model.fxprune_plan`` and the model's weights into the folder ``path``; return it."""
+    plan = getattr(model, "fxprune_plan", None)
+    if not isinstance(plan, Plan):
+        raise InputError("model: it has no fxprune_plan; save the model that fxprune.compress returned")
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / PLAN_FILE).write_text(plan.to_json())
+    for stale in (SAFETENSORS_FILE, TORCH_FILE):
+        (folder / stale).unlink(missing_ok=True)
+    if safetensors_torch is not None:
+        safetensors_torch.save_file(_plain_state(model), str(folder / SAFETENSORS_FILE))
+    else:
+        torch.save(_plain_state(model), folder / TORCH_FILE)
+    return folder
+
+
+def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
+    if (folder / SAFETENSORS_FILE).exists():
+        if safetensors_torch is None:
+            raise InputError(f"path: {folder} holds safetensors weights; install safetensors to read them")
+        return safetensors_torch.load_file(str(folder / SAFETENSORS_FILE))
+    if (folder / TORCH_FILE).exists():
+        return torch.load(folder / TORCH_FILE, map_location="cpu", weights_only=True)
+    raise InputError(f"path: {folder} holds no {SAFETENSORS_FILE} or {TORCH_FILE}")
+
+
+def load(path, base_model: torch.nn.Module, example, *, leaf_modules=()) -> torch.fx.GraphModule:
+    """Rebuild a saved compressed model from a fresh ``base_model`` (the original architecture).
+
+    ``example``: an input of the model (only its shapes matter), as for ``fxprune.apply_plan``.
+    ``base_model`` itself is not modified.
+    """
+    folder = Path(path)
+    if not (folder / PLAN_FILE).exists():
+        raise InputError(f"path: {folder} holds no {PLAN_FILE}; pass a folder written by fxprune.save")
+    plan = Plan.from_json((folder / PLAN_FILE).read_text())
+    small = apply_plan(base_model, example, plan, leaf_modules=leaf_modules)
+    weights = _read_weights(folder)
+    try:
+        small.load_state_dict(weights, strict=True)
+    except RuntimeError as error:
+        raise InputError(f"base_model: the saved weights do not fit the rebuilt model — is it the same "
+                         f"architecture the plan was made for? ({str(error).splitlines()[0]})") from error
+    return small
