@@ -44,20 +44,20 @@ def _class_flags(table, labels, collector):
     return frozen_reason, has_weight
 
 
-def _members(slots, classes, space, spaces, offsets, group_of_class) -> dict[int, list[Member]]:
+def _members(slots, classes, space, spaces, offsets, group_of_class, group_sizes) -> dict[int, list[Member]]:
     """Each group's members, with channel order = ascending class id in every member."""
     if len(slots) == 0:
         return {}
     group = group_of_class[classes]
     local = slots - offsets[space]
     order = np.lexsort((local, classes, space, group))
-    slots, classes, space, group, local = slots[order], classes[order], space[order], group[order], local[order]
+    space, group, local = space[order], group[order], local[order]
     cut = np.flatnonzero((np.diff(group) != 0) | (np.diff(space) != 0)) + 1
     members: dict[int, list[Member]] = {}
-    for start, stop in zip(np.r_[0, cut], np.r_[cut, len(slots)]):
-        n_channels = len(np.unique(classes[start:stop]))
-        index = local[start:stop].reshape(n_channels, -1)
-        members.setdefault(int(group[start]), []).append(Member(spaces[space[start]], index))
+    for start, stop in zip(np.r_[0, cut].tolist(), np.r_[cut, len(slots)].tolist()):
+        gid = int(group[start])
+        index = local[start:stop].reshape(group_sizes[gid], -1)
+        members.setdefault(gid, []).append(Member(spaces[space[start]], index))
     return members
 
 
@@ -81,16 +81,16 @@ def build_groups(table: SlotTable, labels: np.ndarray, collector) -> tuple[list[
 
 def _prunable_groups(prunable, signature, labels, space_of_slot, spaces, offsets) -> list[ChannelGroup]:
     class_ids = np.flatnonzero(prunable)
+    if not len(class_ids):  # nothing prunable: no groups (np.split would still yield one empty piece)
+        return []
     _, group_of = np.unique(signature[class_ids], return_inverse=True)
     group_of_class = np.full(len(prunable), -1, dtype=np.int64)
     group_of_class[class_ids] = group_of
     slots = np.flatnonzero(prunable[labels])
-    members = _members(slots, labels[slots], space_of_slot[slots], spaces, offsets, group_of_class)
-    groups = []
-    for gid in range(len(np.unique(group_of))):
-        channels = np.sort(class_ids[group_of == gid])
-        groups.append(ChannelGroup(gid, channels, members[gid]))
-    return groups
+    sizes = np.bincount(group_of).tolist()
+    members = _members(slots, labels[slots], space_of_slot[slots], spaces, offsets, group_of_class, sizes)
+    by_group = np.split(class_ids[np.argsort(group_of, kind="stable")], np.cumsum(sizes)[:-1])
+    return [ChannelGroup(gid, channels, members[gid]) for gid, channels in enumerate(by_group)]
 
 
 def _frozen_groups(frozen, signature, frozen_reason, labels, space_of_slot, spaces, table, reasons):

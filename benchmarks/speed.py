@@ -1,0 +1,86 @@
+"""How long fxprune's structural work takes: trace + shapes, analysis, rewrite (criterion excluded).
+
+    python benchmarks/speed.py                  # resnet50 and densenet201, median of 5 runs
+    python benchmarks/speed.py swin_t vit_b_16  # any torchvision models
+    python benchmarks/speed.py --scaling        # fit seconds against graph size from coverage.csv
+
+Each stage is timed separately; the rewrite includes its own check (one forward pass of the pruned
+model on the example). Denormals are flushed so random weights do not slow the forward passes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torchvision
+
+from fxprune.analysis import analyze_graph
+from fxprune.compress import evaluating, traced
+from fxprune.criteria import get_criterion
+from fxprune.plan import kept_count, plan_from_scores
+from fxprune.rewrite import rewrite
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def time_stages(name: str, repeats: int) -> dict:
+    model = torchvision.models.get_model(name, weights=None).eval()
+    inputs = (torch.randn(1, 3, 299 if name == "inception_v3" else 224, 224 if name != "inception_v3" else 299),)
+    stages = {"trace_and_shapes": [], "analyze": [], "rewrite": []}
+    for _ in range(repeats):
+        with evaluating(model):
+            start = time.perf_counter()
+            gm = traced(model, inputs)
+            traced_at = time.perf_counter()
+            analysis = analyze_graph(gm)
+            analysed_at = time.perf_counter()
+            scores = get_criterion("l1")(analysis, None)
+            plan = plan_from_scores(analysis, scores, [kept_count(g.size, 0.5, 1) for g in analysis.groups])
+            planned_at = time.perf_counter()
+            rewrite(analysis, plan, inputs)
+            done = time.perf_counter()
+        stages["trace_and_shapes"].append(traced_at - start)
+        stages["analyze"].append(analysed_at - traced_at)
+        stages["rewrite"].append(done - planned_at)
+    row = {stage: statistics.median(times) for stage, times in stages.items()}
+    row.update(model=name, nodes=len(gm.graph.nodes), slots=analysis.table.total, total=sum(row.values()))
+    return row
+
+
+def scaling() -> None:
+    """Least-squares slope of log(analysis+rewrite seconds) against log(graph nodes) over the sweep."""
+    rows = [r for r in csv.DictReader(open(RESULTS / "coverage.csv")) if r["status"] == "ok"]
+    xs = [math.log(float(r["nodes"])) for r in rows]
+    ys = [math.log(float(r["analyze_rewrite_s"])) for r in rows]
+    mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / sum((x - mean_x) ** 2 for x in xs)
+    print(f"{len(rows)} models: analysis+rewrite seconds grow as nodes^{slope:.2f} "
+          f"(nodes {min(int(r['nodes']) for r in rows)}..{max(int(r['nodes']) for r in rows)})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="*", default=["resnet50", "densenet201"])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--scaling", action="store_true")
+    args = parser.parse_args()
+    if args.scaling:
+        return scaling()
+    torch.set_flush_denormal(True)
+    print(f"threads: {torch.get_num_threads()}")
+    print("| model | nodes | slots | trace+shapes s | analyze s | rewrite s | total s |")
+    print("|---|---|---|---|---|---|---|")
+    for name in args.models:
+        r = time_stages(name, args.repeats)
+        print(f"| {r['model']} | {r['nodes']} | {r['slots']} | {r['trace_and_shapes']:.3f} | {r['analyze']:.3f} "
+              f"| {r['rewrite']:.3f} | {r['total']:.3f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
