@@ -54,10 +54,13 @@ def kept_slots(analysis: Analysis, removed: np.ndarray) -> dict[DimRef, np.ndarr
     return kept
 
 
-def _slice_tensors(gm: torch.fx.GraphModule, ctx: ShrinkContext) -> None:
-    aliases: dict[str, list[str]] = {}
-    for name, canonical in canonical_names(gm).items():
-        aliases.setdefault(canonical, []).append(name)
+def _sliced_tensors(gm: torch.fx.GraphModule, ctx: ShrinkContext) -> dict[int, torch.Tensor]:
+    """The smaller tensor for each parameter or buffer that loses channels, keyed by ``id`` of the old one.
+
+    Used as a ``deepcopy`` memo, so the copy gets the sliced tensors directly (every alias of a
+    shared parameter included) and never holds a full-size copy of the pruned weights.
+    """
+    replacements = {}
     for key in ctx.table.param_keys:
         shape = ctx.table.shapes[key]
         if ctx.new_shape(key) == shape:
@@ -72,11 +75,9 @@ def _slice_tensors(gm: torch.fx.GraphModule, ctx: ShrinkContext) -> None:
             if kept is not None:
                 new = new.index_select(dim, torch.as_tensor(kept, device=new.device))
         if isinstance(old, torch.nn.Parameter):
-            new = torch.nn.Parameter(new.clone(), requires_grad=old.requires_grad)
-        for alias in aliases[name]:
-            owner, _, attr = alias.rpartition(".")
-            holder = gm.get_submodule(owner)
-            (holder._parameters if attr in holder._parameters else holder._buffers)[attr] = new
+            new = torch.nn.Parameter(new, requires_grad=old.requires_grad)
+        replacements[id(old)] = new
+    return replacements
 
 
 def _expected_shapes(gm: torch.fx.GraphModule, ctx: ShrinkContext) -> dict[str, tuple]:
@@ -103,8 +104,7 @@ def verify_shapes(gm: torch.fx.GraphModule, inputs: tuple, expected: dict[str, t
 def rewrite(analysis: Analysis, plan: Plan, example_inputs: tuple) -> torch.fx.GraphModule:
     """A new GraphModule with the plan's channels physically removed (``analysis.gm`` is untouched)."""
     ctx = ShrinkContext(analysis.table, kept_slots(analysis, removed_components(analysis, plan)))
-    gm = copy.deepcopy(analysis.gm)
-    _slice_tensors(gm, ctx)
+    gm = copy.deepcopy(analysis.gm, _sliced_tensors(analysis.gm, ctx))
     aliases = canonical_names(gm)
     for node in list(gm.graph.nodes):
         rule = find_rule(rule_key(node, gm))
