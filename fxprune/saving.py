@@ -1,7 +1,7 @@
 """Save and load a compressed model as data only: its plan (JSON) and its weights, no pickled code.
 
     fxprune.save(small, "small.fxprune")                          # a folder: plan.json + weights
-    small = fxprune.load("small.fxprune", torchvision.models.resnet50(), torch.randn(1, 3, 224, 224))
+    small = fxprune.load("small.fxprune", torchvision.models.resnet50())
 
 A pickled GraphModule ties the file to the exact code that made it and runs arbitrary code when
 loaded. A plan plus a state dict does neither: ``load`` rebuilds the small architecture by
@@ -11,6 +11,7 @@ re-applying the plan to a fresh instance of the original one, then fills in the 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -20,6 +21,7 @@ from .errors import InputError
 from .plan import Plan
 
 PLAN_FILE = "plan.json"
+INPUTS_FILE = "inputs.json"  # shapes and dtypes of the example the plan was traced with
 SAFETENSORS_FILE = "weights.safetensors"
 TORCH_FILE = "weights.pt"
 
@@ -34,6 +36,24 @@ def _plain_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: tensor.detach().cpu().clone().contiguous() for name, tensor in model.state_dict().items()}
 
 
+def _input_specs(model: torch.nn.Module) -> list[dict]:
+    """Shape and dtype of each graph input, as shape propagation recorded them (empty if unknown)."""
+    graph = getattr(model, "graph", None)
+    specs = []
+    for node in graph.nodes if graph is not None else []:
+        meta = node.meta.get("tensor_meta") if node.op == "placeholder" else None
+        if meta is not None and hasattr(meta, "shape"):
+            specs.append({"shape": list(meta.shape), "dtype": str(meta.dtype).removeprefix("torch.")})
+    return specs
+
+
+def _recorded_example(folder: Path) -> tuple:
+    specs = json.loads((folder / INPUTS_FILE).read_text()) if (folder / INPUTS_FILE).exists() else []
+    if not specs:
+        raise InputError(f"example: {folder} records no input shapes; pass an example input")
+    return tuple(torch.zeros(spec["shape"], dtype=getattr(torch, spec["dtype"])) for spec in specs)
+
+
 def save(model: torch.nn.Module, path) -> Path:
     """Write ``model.fxprune_plan`` and the model's weights into the folder ``path``; return it."""
     plan = getattr(model, "fxprune_plan", None)
@@ -42,6 +62,7 @@ def save(model: torch.nn.Module, path) -> Path:
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / PLAN_FILE).write_text(plan.to_json())
+    (folder / INPUTS_FILE).write_text(json.dumps(_input_specs(model)))
     for stale in (SAFETENSORS_FILE, TORCH_FILE):
         (folder / stale).unlink(missing_ok=True)
     if safetensors_torch is not None:
@@ -61,16 +82,17 @@ def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
     raise InputError(f"path: {folder} holds no {SAFETENSORS_FILE} or {TORCH_FILE}")
 
 
-def load(path, base_model: torch.nn.Module, example, *, leaf_modules=()) -> torch.fx.GraphModule:
+def load(path, base_model: torch.nn.Module, example=None, *, leaf_modules=()) -> torch.fx.GraphModule:
     """Rebuild a saved compressed model from a fresh ``base_model`` (the original architecture).
 
-    ``example``: an input of the model (only its shapes matter), as for ``fxprune.apply_plan``.
-    ``base_model`` itself is not modified.
+    ``example``: an input of the model (only its shapes matter), as for ``fxprune.apply_plan``;
+    by default, zeros of the shapes recorded by ``save``. ``base_model`` itself is not modified.
     """
     folder = Path(path)
     if not (folder / PLAN_FILE).exists():
         raise InputError(f"path: {folder} holds no {PLAN_FILE}; pass a folder written by fxprune.save")
     plan = Plan.from_json((folder / PLAN_FILE).read_text())
+    example = _recorded_example(folder) if example is None else example
     small = apply_plan(base_model, example, plan, leaf_modules=leaf_modules)
     weights = _read_weights(folder)
     try:

@@ -52,6 +52,12 @@ def test_torch_save_fallback_loads_with_weights_only(tmp_path, monkeypatch):
     assert compare(loaded.eval(), small.eval(), (x,))[0] == 0.0
 
 
+def test_load_without_example_uses_the_recorded_input_shape(tmp_path):
+    small, x, folder = _saved("resnet18", 32, tmp_path)
+    loaded = fxprune.load(folder, torchvision.models.resnet18())
+    assert compare(loaded.eval(), small.eval(), (x,))[0] == 0.0
+
+
 def test_load_into_another_architecture_says_so(tmp_path):
     _, x, folder = _saved("resnet18", 32, tmp_path)
     with pytest.raises(fxprune.InputError):
