@@ -1,0 +1,52 @@
+"""Random architectures (see ``fuzz_models``): compress succeeds and is exact, or refuses with a message.
+
+The long run is ``benchmarks/fuzz.py``; here a fixed, derandomized sample keeps CI fast and stable.
+"""
+
+import importlib.util
+
+import pytest
+import torch
+from fuzz_models import architectures, check
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+FUZZ = settings(deadline=None, derandomize=True, database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                       HealthCheck.function_scoped_fixture])
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors run several times faster on one thread than on threads fighting for two cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@settings(FUZZ, max_examples=200)
+@given(architectures(), st.sampled_from([0.3, 0.5, 0.7]))
+def test_random_architectures_compress_exactly_or_refuse(spec, ratio):
+    assert check(spec, ratio) in ("pruned", "frozen", "refused")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("fxprune.export") is None, reason="fxprune.export not available")
+@settings(FUZZ, max_examples=100)
+@given(architectures(max_blocks=4))
+def test_random_architectures_export_to_onnx_and_match(tmp_path_factory, spec):
+    check(spec, 0.5, export_dir=tmp_path_factory.mktemp("onnx"))
+
+
+# Regressions the fuzzer found.
+
+def test_a_model_without_prunable_channels_compresses_to_itself():
+    """One conv from the input to the output: every channel is the caller's; no group, no crash."""
+    assert check((("conv", 1, 1, 1, False), ("head", "pool", 1))) == "frozen"
+
+
+def test_channel_shuffle_with_one_channel_per_group_is_refrozen_not_broken():
+    """``c // groups`` becomes 0 if a channel goes: the shape check freezes the shuffle and retries."""
+    spec = (("upsample", 2, "interpolate"), ("shuffle", 2), ("concat", 1, 4), ("residual", 3, False), ("se", 1),
+            ("head", "flatten", 1))
+    assert check(spec, 0.5) == "pruned"
