@@ -12,7 +12,7 @@ import torch.fx
 from .analysis import Analysis, analyze_graph
 from .batchnorm import recalibrate_bn as recalibrate_batch_norms
 from .errors import InputError, RewriteError
-from .inputs import as_batches, example_inputs
+from .inputs import as_batches, example_inputs, model_device
 from .modes import dropped_modules, rehost, training_graph
 from .plan import Plan
 from .report import Report
@@ -117,7 +117,7 @@ def compress(model: torch.nn.Module, data, ratio: float = 0.5, *, method="l1", i
     """
     _check_arguments(model, ratio, round_to)
     check_target_macs(target_macs)
-    batches = as_batches(data, max_batches)
+    batches = as_batches(data, max_batches, model_device(model))
     inputs = example_inputs(batches)
     choose = Chooser(method, batches, inputs, ratio, target_macs, round_to, refit)
 

@@ -58,8 +58,24 @@ def _check_finite(batch: Batch, where: str) -> None:
             raise InputError(f"data: {where} contains NaN or inf values; pass finite inputs")
 
 
-def as_batches(data, max_batches: int | None = None) -> list[Batch]:
-    """Normalise ``data`` to at most ``max_batches`` batches (all of them when ``None``)."""
+def model_device(model: torch.nn.Module) -> torch.device | None:
+    """Where the model's weights live (None for a model without any)."""
+    tensor = next(itertools.chain(model.parameters(), model.buffers()), None)
+    return None if tensor is None else tensor.device
+
+
+def _check_device(batch: Batch, where: str, device: torch.device | None) -> None:
+    for tensor in batch.inputs:
+        if device is not None and tensor.device != device:
+            raise InputError(f"data: {where} is on {tensor.device} but the model's weights are on {device}; "
+                             f"move the data (x.to({str(device)!r})) or the model")
+
+
+def as_batches(data, max_batches: int | None = None, device: torch.device | None = None) -> list[Batch]:
+    """Normalise ``data`` to at most ``max_batches`` batches (all of them when ``None``).
+
+    ``device``: where the model's weights are; inputs elsewhere are refused before anything runs.
+    """
     if data is None:
         raise InputError("data: got None; pass a tensor of example inputs, an (inputs, targets) pair, "
                          "or a DataLoader")
@@ -74,6 +90,7 @@ def as_batches(data, max_batches: int | None = None) -> list[Batch]:
     if not batches or batches[0].size == 0:
         raise InputError("data: it is empty; pass at least one example input")
     for i, batch in enumerate(batches):
+        _check_device(batch, f"batch {i}", device)
         _check_finite(batch, f"batch {i}")
     return batches[:max_batches] if max_batches else batches
 

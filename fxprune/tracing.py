@@ -82,8 +82,12 @@ class ShapePropagation(ShapeProp):
 def propagate_shapes(gm: torch.fx.GraphModule, inputs: tuple) -> None:
     """Run ``inputs`` through ``gm`` and store each node's shapes in ``node.meta['tensor_meta']``."""
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
-    if len(inputs) > len(placeholders):
-        raise InputError(f"data: the model takes {len(placeholders)} input(s) but got {len(inputs)}")
+    required = [n.target for n in placeholders if not n.args]  # a placeholder's args hold its default
+    if not len(required) <= len(inputs) <= len(placeholders):
+        counts = f"{len(required)} to {len(placeholders)}" if len(required) < len(placeholders) else len(required)
+        raise InputError(f"data: the model takes {counts} input(s) ({', '.join(n.target for n in placeholders)}) "
+                         f"but got {len(inputs)}; "
+                         "pass several inputs as a tuple (x, y)")
     try:
         with torch.no_grad():
             ShapePropagation(gm).propagate(*inputs)
@@ -92,8 +96,13 @@ def propagate_shapes(gm: torch.fx.GraphModule, inputs: tuple) -> None:
         shapes = ", ".join(str(tuple(t.shape)) for t in inputs if isinstance(t, torch.Tensor))
         raise InputError(
             f"data: the model rejects inputs of shape {shapes}{f' at node {node}' if node else ''}: "
-            f"{type(error).__name__}: {error}. Pass inputs the model accepts."
+            f"{type(error).__name__}: {error}. Pass inputs the model accepts{_dtype_hint(inputs)}."
         ) from error
+
+
+def _dtype_hint(inputs: tuple) -> str:
+    kinds = sorted({str(t.dtype) for t in inputs if isinstance(t, torch.Tensor) and not t.is_floating_point()})
+    return f" (the data holds {', '.join(kinds)} values: does the model expect x.float()?)" if kinds else ""
 
 
 def tensor_shapes(node: torch.fx.Node) -> dict[tuple[int, ...], torch.Size]:

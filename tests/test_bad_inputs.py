@@ -1,0 +1,125 @@
+"""Bad or unusual input: errors that name the argument, and the caller's model and data left untouched."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+from helpers import compress_checked, randomize
+from models import Chain
+
+import fxprune
+
+
+class TwoInputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.out = nn.Conv2d(3, 7, 3), nn.Conv2d(5, 7, 3), nn.Conv2d(7, 11, 1)
+
+    def forward(self, x, y):
+        return self.out(torch.relu(self.a(x) + self.b(y)))
+
+
+class DictOutput(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem, self.mask, self.score = nn.Conv2d(3, 7, 3, padding=1), nn.Conv2d(7, 2, 1), nn.Linear(7, 5)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        return {"mask": self.mask(x), "score": self.score(x.mean((2, 3)))}
+
+
+class Tokens(nn.Module):
+    """Integer token ids are a model's legitimate input: the embedding stays, the layers after it shrink."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed, self.hidden, self.out = nn.Embedding(19, 7), nn.Linear(7, 11), nn.Linear(11, 3)
+
+    def forward(self, tokens):
+        return self.out(torch.relu(self.hidden(self.embed(tokens)))).mean(1)
+
+
+def test_data_on_another_device_than_the_model_is_named():
+    with pytest.raises(fxprune.InputError, match="data: batch 0 is on meta .* model's weights are on cpu"):
+        fxprune.compress(Chain(), torch.randn(2, 3, 8, 8, device="meta"))
+    with pytest.raises(fxprune.InputError, match="data: .* on cpu .* weights are on meta"):
+        fxprune.compress(Chain().to("meta"), torch.randn(2, 3, 8, 8))
+
+
+def test_integer_inputs_to_a_float_model_are_named_with_their_dtype():
+    with pytest.raises(fxprune.InputError, match="(?s)data: .*torch.int64"):
+        fxprune.compress(Chain(), torch.randint(0, 9, (2, 3, 8, 8)))
+
+
+def test_integer_token_inputs_compress():
+    small, analysis, plan, result = compress_checked(randomize(Tokens()), (torch.randint(0, 19, (2, 6)),))
+    assert result.exact and small.get_submodule("hidden").out_features < 11
+
+
+def test_several_inputs_are_passed_as_a_tuple():
+    x, y = torch.randn(2, 3, 8, 8), torch.randn(2, 5, 8, 8)
+    small, *_ = compress_checked(randomize(TwoInputs()), (x, y))
+    assert fxprune.compress(randomize(TwoInputs()), (x, y), round_to=1)(x, y).shape == small(x, y).shape
+
+
+def test_missing_inputs_are_named():
+    with pytest.raises(fxprune.InputError, match=r"data: the model takes 2 input\(s\) \(x, y\) but got 1"):
+        fxprune.compress(TwoInputs(), torch.randn(2, 3, 8, 8))
+
+
+def test_dict_outputs_keep_their_keys_and_shapes():
+    model, x = randomize(DictOutput()), torch.randn(2, 3, 8, 8)
+    small, *_ = compress_checked(model, (x,))
+    got, want = small(x), model(x)
+    assert list(got) == ["mask", "score"] and all(got[k].shape == want[k].shape for k in want)
+    assert small.get_submodule("stem").out_channels < 7
+
+
+def _snapshot(model: nn.Module, tensors) -> dict:
+    return {
+        "state": copy.deepcopy(model.state_dict()),
+        "params": [(n, p.requires_grad, p.grad) for n, p in model.named_parameters()],
+        "training": [(n, m.training) for n, m in model.named_modules()],
+        "modules": [(n, type(m)) for n, m in model.named_modules()],
+        "hooks": [(len(m._forward_hooks), len(m._forward_pre_hooks)) for m in model.modules()],
+        "data": [t.clone() for t in tensors],
+    }
+
+
+def _same(before: dict, after: dict) -> bool:
+    tensors_equal = all(torch.equal(a, b) for a, b in zip(before["data"], after["data"]))
+    states_equal = before["state"].keys() == after["state"].keys() and all(
+        torch.equal(before["state"][k], after["state"][k]) for k in before["state"])
+    rest = ("params", "training", "modules", "hooks")
+    return tensors_equal and states_equal and all(before[k] == after[k] for k in rest)
+
+
+@pytest.mark.parametrize("method", ["l1", "taylor", "bn_scale"])
+def test_model_in_training_mode_and_its_data_are_never_modified(method):
+    model = randomize(Chain()).train()
+    model.b1.eval()  # a mix of flags, restored one by one
+    data = [torch.randn(4, 3, 8, 8), torch.randn(4, 3, 8, 8)]
+    before = _snapshot(model, data)
+    small = fxprune.compress(model, data, ratio=0.5, method=method, round_to=1)
+    fxprune.analyze(model, data[0])
+    assert _same(before, _snapshot(model, data))
+    assert small.training  # the result comes back in the caller's mode
+
+
+@pytest.mark.parametrize("method", ["l1", "taylor"])
+def test_training_mode_does_not_change_the_result(method):
+    model, x = randomize(Chain()), torch.randn(4, 3, 8, 8)
+    in_eval = fxprune.compress(copy.deepcopy(model).eval(), x, ratio=0.5, method=method, round_to=1).eval()
+    in_train = fxprune.compress(copy.deepcopy(model).train(), x, ratio=0.5, method=method, round_to=1).eval()
+    assert in_eval.fxprune_plan.to_json() == in_train.fxprune_plan.to_json()
+    assert torch.equal(in_eval(x), in_train(x))
+
+
+def test_compress_submodule_changes_only_the_named_submodule():
+    outer = nn.Sequential(randomize(Chain()), nn.Linear(11, 3))
+    data = torch.randn(2, 3, 8, 8)
+    head_before = _snapshot(outer[1], [data])
+    fxprune.compress_submodule(outer, "0", data, ratio=0.5, round_to=1)
+    assert isinstance(outer[0], torch.fx.GraphModule) and _same(head_before, _snapshot(outer[1], [data]))
