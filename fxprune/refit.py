@@ -39,6 +39,11 @@ def _zero_removed(analysis: Analysis, kept: dict[DimRef, np.ndarray]) -> None:
                 tensor.index_fill_(ref.dim, torch.as_tensor(gone, device=tensor.device), 0.0)
 
 
+def plain_layer(module) -> bool:
+    """A layer the refit can solve for: a linear layer or an ungrouped 2-d convolution."""
+    return isinstance(module, torch.nn.Linear) or (isinstance(module, torch.nn.Conv2d) and module.groups == 1)
+
+
 def _refittable(analysis: Analysis, kept: dict[DimRef, np.ndarray]):
     """(node, module, kept input channels) for each plain conv/linear layer that lost inputs."""
     aliases = canonical_names(analysis.gm)
@@ -46,8 +51,7 @@ def _refittable(analysis: Analysis, kept: dict[DimRef, np.ndarray]):
         if node.op != "call_module":
             continue
         module = analysis.gm.get_submodule(node.target)
-        plain_conv = isinstance(module, torch.nn.Conv2d) and module.groups == 1
-        if not (plain_conv or isinstance(module, torch.nn.Linear)):
+        if not plain_layer(module):
             continue
         name = f"{node.target}.weight"
         columns = kept.get(DimRef(param_key(aliases.get(name, name)), 1))
@@ -83,7 +87,8 @@ def _solve(module, xtx: torch.Tensor, xty: torch.Tensor, columns: np.ndarray) ->
         weight.index_copy_(1, torch.as_tensor(columns, device=weight.device), new)
 
 
-def _refit_layer(gm, node, module, columns, batches: list[Batch], originals: list[torch.Tensor]) -> None:
+def refit_layer(gm, node, module, columns, batches: list[Batch], originals: list[torch.Tensor]) -> None:
+    """Refit ``module``'s input ``columns`` so its output on ``batches`` matches ``originals``."""
     start = list(gm.graph.nodes).index(node)
     source = node.args[0].name
     kernel = int(np.prod(module.weight.shape[2:])) if module.weight.dim() > 2 else 1
@@ -111,6 +116,6 @@ def refit(analysis: Analysis, plan: Plan, batches: list[Batch]) -> int:
         originals = [run_from(gm, b.inputs, wanted={n.name for n, _, _ in layers}) for b in batches]
     _zero_removed(analysis, kept)
     for node, module, columns in layers:
-        _refit_layer(gm, node, module, columns, batches, [o[node.name] for o in originals])
+        refit_layer(gm, node, module, columns, batches, [o[node.name] for o in originals])
         _zero_removed(analysis, kept)
     return len(layers)

@@ -19,7 +19,7 @@ from ..mlacp.capture import run_from
 from ..mlacp.geometry import group_sites
 from .magnitude import per_index
 
-MAX_SAMPLES = 128
+MAX_SAMPLES = 32  # the per-channel contributions of a layer take samples × in × out maps
 
 
 def _column_energy(module, x: torch.Tensor) -> torch.Tensor | None:

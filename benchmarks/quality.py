@@ -1,0 +1,196 @@
+"""Quality benchmark: accuracy kept at equal MACs by every fxprune method and by Torch-Pruning.
+
+    python benchmarks/quality.py                       # generated task, ResNet-20 and VGG, 3 seeds
+    python benchmarks/quality.py --data cifar10 --root PATH
+    python benchmarks/quality.py --timing              # MLACP seconds vs depth and calibration size
+
+For each baseline (trained once, cached under results/cache/), each seed (which calibration images
+are drawn) and each MACs target, every method prunes to the same MACs with the same calibration
+data; all pruned models get the same BatchNorm recalibration. Reported: test accuracy with no
+fine-tuning, after the least-squares refit, and after one identical short fine-tuning budget
+(distillation from the baseline on the calibration images), with the seconds each took.
+fxprune's methods use one ratio for every group (the one that meets the target), as Torch-Pruning
+does here, so the criteria are compared on equal allocations. Writes results/quality.md and .png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import quality_peers  # noqa: E402
+from quality_data import cifar10, generate  # noqa: E402
+from quality_models import MODELS  # noqa: E402
+from quality_report import write_report  # noqa: E402
+from quality_training import accuracy, cached_baseline  # noqa: E402
+
+import fxprune  # noqa: E402
+from fxprune.allocation import MacsModel, uniform_counts_at  # noqa: E402
+from fxprune.analysis import analyze_graph  # noqa: E402
+from fxprune.batchnorm import recalibrate_bn  # noqa: E402
+from fxprune.compress import evaluating, traced  # noqa: E402
+from fxprune.inputs import as_batches  # noqa: E402
+from fxprune.measure import count_macs  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+CRITERIA = ("l1", "l2", "bn_scale", "taylor", "random", "reconstruction")
+ABLATIONS = ("mlacp-r", "mlacp-rg", "mlacp-rc", "mlacp")
+
+
+def uniform_ratio(model, example, target: float) -> float:
+    """The ratio which, removed from every group, leaves ``target`` of the MACs (bisection on the estimate)."""
+    with evaluating(model):
+        analysis = analyze_graph(traced(model, (example,)))
+        macs = MacsModel(analysis, (example,))
+        counts_at = uniform_counts_at(analysis, 1)
+        low, high = 0.0, 0.99
+        for _ in range(40):
+            middle = (low + high) / 2
+            low, high = (middle, high) if macs.estimate(counts_at(middle)) > target * macs.total else (low, middle)
+    return (low + high) / 2
+
+
+def method_object(name: str, args):
+    if name.startswith("mlacp"):
+        terms = {"mlacp-r": ("reconstruction",), "mlacp-rg": ("reconstruction", "gram"),
+                 "mlacp-rc": ("reconstruction", "classification")}.get(name, fxprune.mlacp.TERMS)
+        return fxprune.MLACP(terms=terms, steps=args.steps, lr=args.lr, alpha=args.alpha, beta=args.beta,
+                             progress=False)
+    return name
+
+
+def timed(function, *a, **k):
+    start = time.perf_counter()
+    value = function(*a, **k)
+    return value, time.perf_counter() - start
+
+
+def run_fxprune(name, model, calibration, ratio, test, args) -> dict:
+    small, seconds = timed(fxprune.compress, model, calibration, ratio, method=method_object(name, args),
+                           round_to=1, max_batches=None, recalibrate_bn=True)
+    row = {"raw": accuracy(small, *test), "seconds": seconds, "model": small}
+    if not name.startswith("mlacp") and name != "reconstruction":
+        refit, refit_seconds = timed(fxprune.compress, model, calibration, ratio, method=method_object(name, args),
+                                     round_to=1, max_batches=None, recalibrate_bn=True, refit=True)
+        row.update(refit=accuracy(refit, *test), refit_seconds=refit_seconds)
+    elif name == "reconstruction":  # refits already
+        row.update(refit=row["raw"], refit_seconds=seconds)
+    else:  # MLACP refines its own weights; its refit column is left out to save time
+        row.update(refit=None, refit_seconds=None)
+    return row
+
+
+def run_peer(name, model, calibration, ratio, test, args) -> dict:
+    example = calibration[0][0][:1]
+    small, seconds = timed(quality_peers.prune, model, example, ratio, name, calibration)
+    recalibrate_bn(small, as_batches(calibration))
+    return {"raw": accuracy(small, *test), "seconds": seconds, "model": small, "refit": None, "refit_seconds": None}
+
+
+def finetuned(row, baseline, calibration, test, args) -> None:
+    tuned, seconds = timed(fxprune.finetune, row.pop("model"), calibration, teacher=baseline,
+                           max_steps=args.finetune_steps, lr=0.01, device="cpu")
+    row.update(finetuned=accuracy(tuned, *test), finetune_seconds=seconds)
+
+
+def load_data(args):
+    if args.data == "cifar10":
+        (x, y), (xt, yt) = cifar10(args.root)
+        return x, y, xt[: args.test], yt[: args.test]
+    x, y = generate(args.train_size, 0)
+    xt, yt = generate(args.test, 1)
+    return x, y, xt, yt
+
+
+def evaluate_model(model_name, data, args, rows: list) -> None:
+    x, y, xt, yt = data
+    baseline, train_seconds = cached_baseline(model_name, MODELS[model_name], x, y, args.train_steps, args.data)
+    base_accuracy = accuracy(baseline, xt, yt)
+    print(f"{model_name}: baseline {base_accuracy:.4f} (trained {train_seconds:.0f}s)", flush=True)
+    example = x[:1]
+    methods = [m for m in args.methods if m not in quality_peers.PEERS or quality_peers.available()]
+    for target in args.targets:
+        ratio = uniform_ratio(baseline, example, target)
+        peer_ratio = quality_peers.ratio_for_macs(baseline, example, target) if quality_peers.available() else None
+        for seed in range(args.seeds):
+            pick = torch.randperm(len(x), generator=torch.Generator().manual_seed(100 + seed))[: args.calibration]
+            calibration = [(x[pick[i:i + 64]], y[pick[i:i + 64]]) for i in range(0, len(pick), 64)]
+            for name in methods:
+                if name in ABLATIONS[:-1] and target not in args.ablation_targets:
+                    continue
+                torch.manual_seed(seed)
+                if name in quality_peers.PEERS:
+                    row = run_peer(name, baseline, calibration, peer_ratio, (xt, yt), args)
+                else:
+                    row = run_fxprune(name, baseline, calibration, ratio, (xt, yt), args)
+                macs = count_macs(row["model"], (example,)) / count_macs(baseline, (example,))
+                finetuned(row, baseline, calibration, (xt, yt), args)
+                row.update(model=model_name, baseline=base_accuracy, target=target, macs=macs, seed=seed, method=name)
+                rows.append(row)
+                print(f"  {name:15s} target {target:.2f} seed {seed}: macs {macs:.3f} raw {row['raw']:.4f} "
+                      f"refit {row['refit'] if row['refit'] is not None else float('nan'):.4f} "
+                      f"ft {row['finetuned']:.4f} ({row['seconds']:.1f}s)", flush=True)
+
+
+def timing(args) -> None:
+    """MLACP seconds on CIFAR-style ResNets of growing depth and calibration size (untrained weights)."""
+    lines = ["| model | calibration images | groups | MLACP seconds |", "| --- | --- | --- | --- |"]
+    for depth, images in [(20, 128), (20, 512), (56, 128), (56, 512)][: args.timing_runs]:
+        model = MODELS[f"resnet{depth}"]().eval()
+        data = [(generate(64, 7 + i)[0],) for i in range(images // 64)]
+        method = fxprune.MLACP(progress=False, steps=args.steps, lr=args.lr)
+        small, seconds = timed(fxprune.compress, model, [d[0] for d in data], 0.5, method=method, round_to=1,
+                               max_batches=None)
+        lines.append(f"| ResNet-{depth} | {images} | {len(small.fxprune_log)} | {seconds:.0f} |")
+        print(lines[-1], flush=True)
+    (RESULTS / "quality_timing.md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", choices=["synthetic", "cifar10"], default="synthetic")
+    parser.add_argument("--root", help="folder holding CIFAR-10 (torchvision layout)")
+    parser.add_argument("--models", nargs="+", default=["resnet20-w8"], choices=sorted(MODELS))
+    parser.add_argument("--methods", nargs="+", default=[*CRITERIA, *ABLATIONS, *quality_peers.PEERS])
+    parser.add_argument("--targets", nargs="+", type=float, default=[0.5, 0.33])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--calibration", type=int, default=256)
+    parser.add_argument("--train-size", type=int, default=10000)
+    parser.add_argument("--train-steps", type=int, default=500)
+    parser.add_argument("--test", type=int, default=500)
+    parser.add_argument("--finetune-steps", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=5, help="MLACP SGD steps per group")
+    parser.add_argument("--ablation-targets", nargs="+", type=float, default=[0.5],
+                        help="targets at which the MLACP ablations run (the full method runs at every target)")
+    parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--alpha", type=float, default=1.0)
+    parser.add_argument("--beta", type=float, default=0.1)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--timing", action="store_true")
+    parser.add_argument("--timing-runs", type=int, default=4)
+    parser.add_argument("--output", default="quality")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)
+    RESULTS.mkdir(exist_ok=True)
+    if args.timing:
+        return timing(args)
+    if args.data == "cifar10" and not args.root:
+        parser.error("--data cifar10 needs --root")
+    data = load_data(args)
+    rows: list = []
+    for model_name in args.models:
+        evaluate_model(model_name, data, args, rows)
+    write_report(rows, args, RESULTS / f"{args.output}.md", RESULTS / f"{args.output}.png")
+    print(f"wrote {RESULTS / args.output}.md and .png; mean accuracy {np.mean([r['raw'] for r in rows]):.3f}")
+
+
+if __name__ == "__main__":
+    main()

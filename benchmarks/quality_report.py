@@ -1,0 +1,76 @@
+"""Tables and plot of the quality benchmark: mean ± standard deviation over seeds."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+
+def _stat(values) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "—"
+    return f"{100 * np.mean(values):.1f} ± {100 * np.std(values):.1f}"
+
+
+def summarise(rows: list[dict]) -> dict:
+    grouped = defaultdict(list)
+    for row in rows:
+        grouped[(row["model"], row["target"], row["method"])].append(row)
+    return grouped
+
+
+def table(rows: list[dict]) -> list[str]:
+    lines = ["| model | MACs kept | method | no fine-tune (%) | + LS refit (%) | + fine-tune (%) | prune s | "
+             "refit s | fine-tune s |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for (model, _, method), group in summarise(rows).items():
+        def mean(key, group=group):
+            return np.mean([r[key] for r in group if r.get(key) is not None] or [np.nan])
+
+        lines.append(
+            f"| {model} (base {100 * group[0]['baseline']:.1f}) | {mean('macs'):.3f} | {method} | "
+            f"{_stat([r['raw'] for r in group])} | {_stat([r['refit'] for r in group])} | "
+            f"{_stat([r['finetuned'] for r in group])} | {mean('seconds'):.1f} | {mean('refit_seconds'):.1f} | "
+            f"{mean('finetune_seconds'):.1f} |")
+    return lines
+
+
+def plot(rows: list[dict], path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = sorted({r["model"] for r in rows})
+    figure, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        lines = defaultdict(list)
+        for (m, _, method), group in summarise(rows).items():
+            if m == model:
+                raw = [r["raw"] for r in group]
+                lines[method].append((np.mean([r["macs"] for r in group]), np.mean(raw), np.std(raw)))
+        for method, points in sorted(lines.items()):
+            points.sort()
+            xs, ys, es = zip(*points)
+            style = "-o" if method.startswith("mlacp") else "--." if method.startswith("tp_") else ":x"
+            ax.errorbar(xs, [100 * y for y in ys], [100 * e for e in es], fmt=style, label=method, capsize=2)
+        ax.set_title(f"{model}: accuracy without fine-tuning")
+        ax.set_xlabel("fraction of the original MACs kept")
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def write_report(rows: list[dict], args, markdown_path, png_path) -> None:
+    command = "python benchmarks/quality.py " + " ".join(
+        f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+        for k, v in sorted(vars(args).items()) if v not in (None, False) and k not in ("timing", "timing_runs"))
+    header = [f"# Quality benchmark ({args.data})", "", f"    {command}", "",
+              f"{args.seeds} seeds (calibration draws) of {args.calibration} images; BatchNorm recalibrated for "
+              f"every method; fine-tuning: {args.finetune_steps} steps of distillation from the baseline on the "
+              "calibration images. Accuracy: mean ± standard deviation over seeds.", ""]
+    markdown_path.write_text("\n".join(header + table(rows)) + f"\n\n![accuracy vs MACs]({png_path.name})\n")
+    plot(rows, png_path)
