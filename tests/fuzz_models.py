@@ -22,6 +22,7 @@ from fxprune.rewrite import kept_slots
 from fxprune.slots import DimRef, param_key
 
 INPUT = (2, 3, 4, 4)
+REFUSALS: list[tuple] = []  # (spec, ratio, message) of every refusal, for the fuzz benchmark's report
 
 
 def conv(cin, cout, k=3, groups=1):
@@ -253,6 +254,7 @@ def check(spec, ratio: float = 0.5, export_dir=None, seed: int = 0) -> str:
         small, analysis, plan, result = compress_checked(model, (x,), ratio=ratio, tolerance=1e-3)
     except fxprune.FxpruneError as error:
         assert str(error), "an fxprune error must say what went wrong"
+        REFUSALS.append((spec, ratio, f"{type(error).__name__}: {str(error)[:300]}"))
         return "refused"
     small.graph.lint()
     _check_shapes(small, analysis, plan)
