@@ -61,6 +61,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), help="CPU threads")
     parser.add_argument("--size", type=int, default=224, help="input height and width")
+    parser.add_argument("--round-to", type=int, default=8, help="kept channel counts are multiples of this")
     parser.add_argument("--budget", type=float, default=2.0, help="seconds of timed runs per model/runtime/batch "
                                                                   "(at least 3 rounds each)")
     parser.add_argument("--runtimes", nargs="+", default=list(latency.RUNTIMES), choices=latency.RUNTIMES)
@@ -76,7 +77,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def build_variants(name: str, example: torch.Tensor, ratios, peer_ratios) -> tuple[list[Variant], list[str]]:
+def build_variants(name: str, example: torch.Tensor, ratios, peer_ratios,
+                   round_to: int = 8) -> tuple[list[Variant], list[str]]:
     """The original, fxprune at each ratio, and Torch-Pruning at fxprune's MACs where asked."""
     model = torchvision.models.get_model(name, weights=None).eval()
     inputs = (example,)
@@ -86,10 +88,10 @@ def build_variants(name: str, example: torch.Tensor, ratios, peer_ratios) -> tup
 
     variants, notes = [variant("original", 0.0, model)], []
     for ratio in ratios:
-        variants.append(variant("fxprune", ratio, fxprune.compress(model, example, ratio=ratio, round_to=8)))
+        variants.append(variant("fxprune", ratio, fxprune.compress(model, example, ratio=ratio, round_to=round_to)))
         if ratio in peer_ratios:
             try:
-                peer, _ = torch_pruning_peer.prune_to_macs(model, example, variants[-1].macs, ratio)
+                peer, _ = torch_pruning_peer.prune_to_macs(model, example, variants[-1].macs, ratio, round_to)
                 variants.append(variant("torch-pruning", ratio, peer))
             except Exception as error:  # noqa: BLE001 — the peer failing is a result to report
                 notes.append(f"{name}: Torch-Pruning failed at ratio {ratio}: {type(error).__name__}: "
@@ -155,7 +157,7 @@ def settings(args, skipped) -> list[str]:
             f"visible, {platform.processor() or platform.machine()}",
             f"torch {torch.__version__}, onnxruntime {fxprune.export.runtime_version()}, "
             f"input {args.size}×{args.size}, "
-            f"batches {args.batches}, L1 criterion, round_to=8, random weights, denormals flushed",
+            f"batches {args.batches}, L1 criterion, round_to={args.round_to}, random weights, denormals flushed",
             f"timing: interleaved rounds, warm-up, median; ≥3 rounds and ~{args.budget:.0f} s per cell; "
             f"ORT threads do not spin, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}",
             *skipped]
@@ -174,7 +176,8 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as folder:
         for name in tqdm(args.models, desc="models"):
             example = torch.randn(1, 3, args.size, args.size)
-            variants, peer_notes = build_variants(name, example, args.ratios, args.peer_ratios if has_peer else [])
+            peer_ratios = args.peer_ratios if has_peer else []
+            variants, peer_notes = build_variants(name, example, args.ratios, peer_ratios, args.round_to)
             paths, export_notes = export_variants(name, variants, example, Path(folder))
             notes += peer_notes + export_notes
             for runtime in runtimes:

@@ -42,7 +42,7 @@ def _fix_attributes(model: torch.nn.Module) -> None:
             module.hidden_dim = module.conv_proj.out_channels
 
 
-def prune(model: torch.nn.Module, example: torch.Tensor, ratio: float, round_to: int = 8) -> torch.nn.Module:
+def prune(model: torch.nn.Module, example: torch.Tensor, ratio: float, round_to: int | None = 8) -> torch.nn.Module:
     """Torch-Pruning's L1 magnitude pruner, uniform ``ratio`` per layer, classifier kept."""
     import torch_pruning as tp
 
@@ -57,7 +57,7 @@ def prune(model: torch.nn.Module, example: torch.Tensor, ratio: float, round_to:
 
 
 def prune_to_macs(model: torch.nn.Module, example: torch.Tensor, target_macs: int,
-                  start_ratio: float) -> tuple[torch.nn.Module, float]:
+                  start_ratio: float, round_to: int = 8) -> tuple[torch.nn.Module, float]:
     """Search the peer's ratio until its MACs match ``target_macs``; return the model and the ratio.
 
     MACs of a uniformly pruned net fall roughly as (1 - ratio)², so each step rescales the kept
@@ -65,7 +65,7 @@ def prune_to_macs(model: torch.nn.Module, example: torch.Tensor, target_macs: in
     """
     ratio, best = start_ratio, None
     for _ in range(SEARCH_STEPS):
-        pruned = prune(model, example, ratio)
+        pruned = prune(model, example, ratio, round_to if round_to > 1 else None)
         macs = count_macs(pruned, (example,))
         error = macs / target_macs - 1
         if best is None or abs(error) < abs(best[2]):
