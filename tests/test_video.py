@@ -103,11 +103,13 @@ def test_mvit_helpers_keep_channels_apart():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["mvit_v1_b", pytest.param("mvit_v2_s", marks=pytest.mark.xfail(
-    reason="known: pruned mvit_v2_s differs from the masked original (also without the video rules); "
-           "its pooled attention with residual pooling and relative positions is under investigation"))])
+@pytest.mark.parametrize("name", ["mvit_v1_b", "mvit_v2_s"])
 def test_mvit_is_exact_with_layer_norm_replaced_by_a_per_channel_map(name):
-    """With LayerNorm the oracle only checks shapes; without it, every other rule is checked exactly."""
+    """With LayerNorm the oracle only checks shapes; without it, every other rule is checked exactly.
+
+    In double precision: with no normalisation the activations of randomly initialised MViT v2
+    grow to ~1e5 and float32 rounding alone moves its output by tens of percent (float64: 4e-10).
+    """
     model = randomize(torchvision.models.get_model(name, weights=None, num_classes=7, norm_layer=ChannelAffine))
-    small, analysis, plan, result = compress_checked(model, (video_input(name),), ratio=0.5)
+    small, analysis, plan, result = compress_checked(model.double(), (video_input(name).double(),), ratio=0.5)
     assert result.exact and parameter_count(small) < 0.5 * parameter_count(model)
