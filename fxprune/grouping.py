@@ -50,7 +50,8 @@ def _members(slots, classes, space, spaces, offsets, group_of_class, group_sizes
         return {}
     group = group_of_class[classes]
     local = slots - offsets[space]
-    order = np.lexsort((local, classes, space, group))
+    # slots ascend, so (space, local) is already in order: one stable sort by (group, space, class)
+    order = np.argsort((group * len(spaces) + space) * (classes.max() + 1) + classes, kind="stable")
     space, group, local = space[order], group[order], local[order]
     cut = np.flatnonzero((np.diff(group) != 0) | (np.diff(space) != 0)) + 1
     members: dict[int, list[Member]] = {}

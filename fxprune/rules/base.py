@@ -132,6 +132,7 @@ class NodeView:
         self.aliases = aliases
         # dims that a split marked as the outer (group) axis; merges prefer the other dims
         self.group_axes = group_axes if group_axes is not None else set()
+        self._module = None
 
     # ----- node outputs and arguments
     @property
@@ -140,7 +141,9 @@ class NodeView:
 
     @property
     def module(self) -> torch.nn.Module:
-        return self.gm.get_submodule(self.node.target)
+        if self._module is None:
+            self._module = self.gm.get_submodule(self.node.target)
+        return self._module
 
     def arg(self, index: int, name: str | None = None, default=None):
         if index < len(self.node.args):
