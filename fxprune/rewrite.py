@@ -8,8 +8,6 @@ promised; a difference raises ``RewriteError`` naming the nodes, never a silentl
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import torch
 import torch.fx
@@ -90,7 +88,7 @@ def _copy_module(module: torch.nn.Module, memo: dict[int, object]) -> torch.nn.M
     if id(module) in memo:
         return memo[id(module)]
     clone = module.__class__.__new__(module.__class__)
-    clone.__dict__ = {k: copy.copy(v) if isinstance(v, (dict, list, set)) else v for k, v in module.__dict__.items()}
+    clone.__dict__ = {k: v.copy() if isinstance(v, (dict, list, set)) else v for k, v in module.__dict__.items()}
     memo[id(module)] = clone
     for table in ("_parameters", "_buffers"):
         for name, tensor in getattr(module, table).items():
