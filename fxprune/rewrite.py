@@ -115,6 +115,8 @@ def _expected_shapes(gm: torch.fx.GraphModule, ctx: ShrinkContext) -> dict[str, 
 
 def verify_shapes(gm: torch.fx.GraphModule, inputs: tuple, expected: dict[str, tuple]) -> None:
     """Run ``gm`` on ``inputs``; raise ``RewriteError`` naming the first nodes whose shapes differ."""
+    for node in gm.graph.nodes:  # stale shapes from the original graph; the run writes them anew
+        node.meta.pop("tensor_meta", None)
     try:
         with torch.no_grad():
             ShapePropagation(gm).propagate(*inputs)
