@@ -25,9 +25,18 @@ def _structure(graph: torch.fx.Graph) -> list[tuple]:
     return [(n.op, str(n.target), repr(n.args), repr(n.kwargs)) for n in graph.nodes]
 
 
+def _layers(graph: torch.fx.Graph) -> set[str]:
+    """Submodules and parameters a graph uses (FX's own ``_tensor_constant`` copies aside)."""
+    return {str(n.target) for n in graph.nodes if n.op == "call_module"
+            or (n.op == "get_attr" and not str(n.target).startswith("_tensor_constant"))}
+
+
 def training_graph(model: torch.nn.Module, eval_gm: torch.fx.GraphModule, inputs: tuple,
                    leaf_modules=()) -> torch.fx.GraphModule | None:
-    """The graph traced in training mode, with shapes, when it differs from ``eval_gm``; else None.
+    """The graph traced in training mode, with shapes, when it uses layers ``eval_gm`` does not; else None.
+
+    A graph that differs only in flags (``stochastic_depth(..., training=True)``) needs nothing
+    more: the layers are the same, and the result follows the mode it is put in.
 
     Expects the model's modules in eval mode (shapes are computed without touching BatchNorm
     statistics) and leaves them so.
@@ -39,7 +48,7 @@ def training_graph(model: torch.nn.Module, eval_gm: torch.fx.GraphModule, inputs
         return None
     finally:
         model.eval()
-    if _structure(train_gm.graph) == _structure(eval_gm.graph):
+    if not _layers(train_gm.graph) - _layers(eval_gm.graph):
         return None
     try:
         propagate_shapes(train_gm, inputs)

@@ -5,6 +5,8 @@ Families with LayerNorm over pruned channels (ConvNeXt, Swin, MaxViT, ViT) canno
 model exactly; there the output shape and a finite forward are checked.
 """
 
+import warnings
+
 import pytest
 import torch
 import torchvision
@@ -47,3 +49,12 @@ def test_auxiliary_heads_are_pruned_and_work_in_both_modes(name, size):
     assert small.eval()(x).shape == (2, 1000)
     outputs = small.train()(x)
     assert len(outputs) == (3 if name == "googlenet" else 2) and all(o.shape == (2, 1000) for o in outputs)
+
+
+def test_models_that_only_pass_the_mode_as_a_flag_compress_once_without_warnings():
+    """Stochastic depth takes ``training`` as an argument; the layers are the same in both modes."""
+    model = randomize(torchvision.models.efficientnet_b0())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        small = fxprune.compress(model, torch.randn(1, 3, 64, 64), ratio=0.5)
+    assert isinstance(small, torch.fx.GraphModule)
