@@ -31,6 +31,22 @@ def _layers(graph: torch.fx.Graph) -> set[str]:
             or (n.op == "get_attr" and not str(n.target).startswith("_tensor_constant"))}
 
 
+def _reads_training_flag(model: torch.nn.Module) -> bool:
+    """Whether any traced code (methods of classes outside ``torch.nn``) reads a ``.training`` flag.
+
+    Only such code can trace differently per mode, so the second trace is skipped for the rest.
+    """
+    seen: set[type] = set()
+    for module in model.modules():
+        for cls in type(module).__mro__:
+            if cls in seen or cls.__module__.startswith("torch.nn") or cls is object:
+                continue
+            seen.add(cls)
+            if any("training" in getattr(getattr(f, "__code__", None), "co_names", ()) for f in vars(cls).values()):
+                return True
+    return False
+
+
 def training_graph(model: torch.nn.Module, eval_gm: torch.fx.GraphModule, inputs: tuple,
                    leaf_modules=()) -> torch.fx.GraphModule | None:
     """The graph traced in training mode, with shapes, when it uses layers ``eval_gm`` does not; else None.
@@ -41,6 +57,8 @@ def training_graph(model: torch.nn.Module, eval_gm: torch.fx.GraphModule, inputs
     Expects the model's modules in eval mode (shapes are computed without touching BatchNorm
     statistics) and leaves them so.
     """
+    if not _reads_training_flag(model):
+        return None
     model.train()
     try:
         train_gm = trace(model, tuple(leaf_modules))
