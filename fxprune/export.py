@@ -25,6 +25,7 @@ import onnxruntime
 import torch
 
 from .errors import FxpruneError
+from .oracle import flat_outputs
 
 TOLERANCE = 1e-4
 OPSET = 18
@@ -84,16 +85,6 @@ def available_providers() -> list[str]:
 def run_session(sess, inputs: tuple) -> list[np.ndarray]:
     feed = {arg.name: t.detach().cpu().numpy() for arg, t in zip(sess.get_inputs(), inputs)}
     return sess.run(None, feed)
-
-
-def _flat_outputs(value) -> list[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, dict):
-        value = list(value.values())
-    if isinstance(value, (tuple, list)):
-        return [t for item in value for t in _flat_outputs(item)]
-    return []
 
 
 def _names(example: tuple, outputs: list) -> tuple[list[str], list[str]]:
@@ -159,7 +150,7 @@ def _export_first_working(model, example, path, dynamic_batch, names, exporters)
 def check_parity(path, model, example: tuple, tolerance: float = TOLERANCE, exporter: str = "") -> ExportResult:
     """Run the ONNX file and the PyTorch model on ``example``; raise if they differ beyond ``tolerance``."""
     with torch.no_grad():
-        want = [t.detach().cpu().numpy() for t in _flat_outputs(model(*example))]
+        want = [t.detach().cpu().numpy() for t in flat_outputs(model(*example))]
     got = run_session(session(path), example)
     if len(got) != len(want) or any(g.shape != w.shape for g, w in zip(got, want)):
         raise ExportError(f"{path}: ONNX Runtime output shapes {[g.shape for g in got]} differ from "
@@ -190,7 +181,7 @@ def export_onnx(model: torch.nn.Module, example, path, *, dynamic_batch: bool = 
     model.eval()
     try:
         with torch.no_grad():
-            names = _names(example, _flat_outputs(model(*example)))
+            names = _names(example, flat_outputs(model(*example)))
         used = _export_first_working(model, example, path, dynamic_batch, names, order)
         return check_parity(path, model, example, tolerance, used)
     finally:

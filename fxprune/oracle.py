@@ -66,20 +66,21 @@ class OracleResult:
         return self.max_abs_diff / max(self.output_scale, 1e-12)
 
 
-def _flat_outputs(value) -> list[torch.Tensor]:
+def flat_outputs(value) -> list[torch.Tensor]:
+    """Every tensor in a model's output (a tensor, or tuples, lists and dicts of them), in order."""
     if isinstance(value, torch.Tensor):
         return [value]
     if isinstance(value, dict):
         value = list(value.values())
     if isinstance(value, (tuple, list)):
-        return [t for item in value for t in _flat_outputs(item)]
+        return [t for item in value for t in flat_outputs(item)]
     return []
 
 
 def compare(pruned: torch.nn.Module, reference: torch.nn.Module, inputs: tuple) -> tuple[float, float]:
     """Largest absolute difference between the two models' outputs, and the reference's scale."""
     with torch.no_grad():
-        got, want = _flat_outputs(pruned(*inputs)), _flat_outputs(reference(*inputs))
+        got, want = flat_outputs(pruned(*inputs)), flat_outputs(reference(*inputs))
     if len(got) != len(want) or any(g.shape != w.shape for g, w in zip(got, want)):
         shapes = [tuple(g.shape) for g in got], [tuple(w.shape) for w in want]
         raise AssertionError(f"output shapes differ: {shapes[0]} vs {shapes[1]}")

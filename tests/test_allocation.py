@@ -13,13 +13,7 @@ from fxprune.errors import InputError
 from fxprune.inputs import as_batches
 from fxprune.measure import count_macs
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Wide(torch.nn.Module):

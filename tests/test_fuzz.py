@@ -6,7 +6,6 @@ The long run is ``benchmarks/fuzz.py``; here a fixed, derandomized sample keeps 
 import importlib.util
 
 import pytest
-import torch
 from fuzz_models import architectures, check
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -16,13 +15,7 @@ FUZZ = settings(deadline=None, derandomize=True, database=None,
                                        HealthCheck.function_scoped_fixture])
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors run several times faster on one thread than on threads fighting for two cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @settings(FUZZ, max_examples=200)

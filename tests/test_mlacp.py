@@ -15,14 +15,7 @@ from fxprune.errors import FxpruneError, InputError
 from fxprune.mlacp import MLACP
 from fxprune.mlacp.losses import channel_gram_loss, loss_parts, reconstruction_loss, spatial_gram_loss
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and do not fight other processes for cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def data(seed=0, n=16, size=9):
