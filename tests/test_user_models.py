@@ -67,3 +67,20 @@ def test_a_size_read_as_a_value_freezes_even_when_also_read_as_a_shape():
 def test_shared_module_is_pruned_once_for_both_calls():
     small, *_ = compress_checked(randomize(USER_MODELS["shared_module"]()), (X,), ratio=0.5)
     assert small.get_submodule("shared").in_channels == small.get_submodule("a").out_channels < 7
+
+
+class PixelUnshuffle(torch.nn.Module):
+    """Each input channel spreads over r² output channels: removing it removes all of them."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = torch.nn.Conv2d(3, 5, 1), torch.nn.Conv2d(20, 7, 1)
+
+    def forward(self, x):
+        return self.b(torch.nn.functional.pixel_unshuffle(self.a(x), 2))
+
+
+def test_pixel_unshuffle_prunes_blocks_of_output_channels():
+    small, _, plan, result = compress_checked(randomize(PixelUnshuffle()), (torch.randn(2, 3, 8, 8),))
+    assert result.exact and plan.removed_channels > 0
+    assert small.get_submodule("b").in_channels == 4 * small.get_submodule("a").out_channels

@@ -33,25 +33,24 @@ def _batch_ties(view: NodeView, x: str, y: str):
         yield Tie(DimRef(x, d), DimRef(y, d))
 
 
+def _block_ties(view: NodeView, fine: str, coarse: str):
+    """Channel ``c`` of the side with r² times more channels belongs to channel ``c // r²`` of the other."""
+    factor = _factor(view)
+    if factor is None:
+        return
+    channel = len(view.shape(fine)) - 3
+    index = np.arange(view.shape(fine)[channel])
+    yield Tie(DimRef(fine, channel), DimRef(coarse, channel), index, index // factor**2)
+    yield from _batch_ties(view, fine, coarse)
+
+
 @register(F.pixel_shuffle, torch.pixel_shuffle, nn.PixelShuffle)
 def pixel_shuffle(view: NodeView):
     """Input channel ``i`` belongs to output channel ``i // r²``."""
-    x, y, factor = view.tensor_args()[0], view.out(), _factor(view)
-    if factor is None:
-        return
-    channel = len(view.shape(x)) - 3
-    inputs = np.arange(view.shape(x)[channel])
-    yield Tie(DimRef(x, channel), DimRef(y, channel), inputs, inputs // factor**2)
-    yield from _batch_ties(view, x, y)
+    return _block_ties(view, view.tensor_args()[0], view.out())
 
 
 @register(F.pixel_unshuffle, torch.pixel_unshuffle, nn.PixelUnshuffle)
 def pixel_unshuffle(view: NodeView):
     """Output channel ``o`` comes from input channel ``o // r²``."""
-    x, y, factor = view.tensor_args()[0], view.out(), _factor(view)
-    if factor is None:
-        return
-    channel = len(view.shape(x)) - 3
-    outputs = np.arange(view.shape(y)[channel])
-    yield Tie(DimRef(x, channel), DimRef(y, channel), outputs // factor**2, outputs)
-    yield from _batch_ties(view, x, y)
+    return _block_ties(view, view.out(), view.tensor_args()[0])
