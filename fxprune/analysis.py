@@ -86,7 +86,7 @@ def _touched(view: NodeView) -> list[str]:
 
 def _node_relations(view: NodeView) -> list:
     """The rule's relations for one node, with every unmentioned dim frozen."""
-    key = rule_key(view.node, view.gm)
+    key = view.rule_key
     rule = find_rule(key)
     relations = list(rule.couple(view)) if rule else []
     mentioned = set()

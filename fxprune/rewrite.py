@@ -15,7 +15,7 @@ import torch.fx
 from .analysis import Analysis
 from .errors import RewriteError
 from .plan import Plan, removed_components
-from .rules import NodeView, find_rule, rule_key
+from .rules import NodeView, find_rule
 from .slots import DimRef, SlotTable, canonical_names, output_key
 from .tracing import ShapePropagation, tensor_shapes
 
@@ -101,11 +101,10 @@ def _copy_module(module: torch.nn.Module, memo: dict[int, object]) -> torch.nn.M
     return clone
 
 
-def _copy_graph_module(gm: torch.fx.GraphModule, memo: dict[int, object]) -> torch.fx.GraphModule:
-    graph = torch.fx.Graph()
-    output = graph.graph_copy(gm.graph, {})
-    graph.output(output)
-    return torch.fx.GraphModule(_copy_module(gm, memo), graph, gm.__class__.__name__)
+def _copy_graph(graph: torch.fx.Graph) -> torch.fx.Graph:
+    copy = torch.fx.Graph()
+    copy.output(copy.graph_copy(graph, {}))
+    return copy
 
 
 def _expected_shapes(gm: torch.fx.GraphModule, ctx: ShrinkContext) -> dict[str, tuple]:
@@ -134,13 +133,15 @@ def verify_shapes(gm: torch.fx.GraphModule, inputs: tuple, expected: dict[str, t
 def rewrite(analysis: Analysis, plan: Plan, example_inputs: tuple) -> torch.fx.GraphModule:
     """A new GraphModule with the plan's channels physically removed (``analysis.gm`` is untouched)."""
     ctx = ShrinkContext(analysis.table, kept_slots(analysis, removed_components(analysis, plan)))
-    gm = _copy_graph_module(analysis.gm, _sliced_tensors(analysis.gm, ctx))
-    aliases = canonical_names(gm)
-    for node in list(gm.graph.nodes):
-        rule = find_rule(rule_key(node, gm))
+    root = _copy_module(analysis.gm, _sliced_tensors(analysis.gm, ctx))
+    graph = _copy_graph(analysis.gm.graph)
+    aliases = canonical_names(root)
+    for node in list(graph.nodes):
+        view = NodeView(node, root, analysis.table, aliases)
+        rule = find_rule(view.rule_key)
         if rule is not None and rule.shrink is not None:
-            rule.shrink(NodeView(node, gm, analysis.table, aliases), ctx)
-    gm.graph.lint()
-    gm.recompile()
+            rule.shrink(view, ctx)
+    graph.lint()
+    gm = torch.fx.GraphModule(root, graph, analysis.gm.__class__.__name__)  # compiles the code once
     verify_shapes(gm, example_inputs, _expected_shapes(gm, ctx))
     return gm

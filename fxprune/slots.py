@@ -87,12 +87,13 @@ class SlotTable:
     @classmethod
     def from_graph(cls, gm: torch.fx.GraphModule) -> "SlotTable":
         table = cls()
-        names = canonical_names(gm)
-        for name in dict.fromkeys(names.values()):
-            if _is_parameter(gm, name):
-                table.add(param_key(name), gm.get_parameter(name).shape, is_param=True)
+        params = dict(gm.named_parameters(remove_duplicate=False))
+        buffers = dict(gm.named_buffers(remove_duplicate=False))
+        for name in dict.fromkeys(canonical_names(gm).values()):
+            if name in params:
+                table.add(param_key(name), params[name].shape, is_param=True)
             else:
-                table.add(param_key(name), gm.get_buffer(name).shape, is_buffer=True)
+                table.add(param_key(name), buffers[name].shape, is_buffer=True)
         for node in gm.graph.nodes:
             if node.op == "output":
                 continue
@@ -100,7 +101,3 @@ class SlotTable:
                 table.add(output_key(node, path), shape)
         return table
 
-
-def _is_parameter(gm: torch.nn.Module, name: str) -> bool:
-    owner, _, attr = name.rpartition(".")
-    return attr in gm.get_submodule(owner)._parameters

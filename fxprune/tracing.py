@@ -10,7 +10,7 @@ import traceback
 
 import torch
 import torch.fx
-from torch.fx.passes.shape_prop import ShapeProp
+from torch.fx.passes.shape_prop import TensorMetadata
 
 from .errors import InputError, TraceError
 
@@ -66,17 +66,57 @@ def _mutable(value):
     return value
 
 
-class ShapePropagation(ShapeProp):
-    """``ShapeProp`` that hands each call fresh, mutable copies of literal lists in the node's arguments.
+def _metadata(value):
+    """What FX's ``ShapeProp`` records for a tensor, without its costly memory-format probe."""
+    if isinstance(value, torch.Tensor):
+        return TensorMetadata(value.shape, value.dtype, value.requires_grad, value.stride(), None,
+                              value.is_quantized, {})
+    if isinstance(value, list):
+        return [_metadata(v) for v in value]
+    if isinstance(value, tuple):  # named tuples (torch.return_types) become plain ones
+        return tuple(_metadata(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _metadata(v) for k, v in value.items()}
+    return value
 
-    A GraphModule's generated code builds ``[8, 7, 7]`` anew on every call, and some wrapped functions
-    (Swin3D's ``_get_window_and_shift_size``) write into such a list; the interpreter would pass FX's
-    immutable original and fail.
+
+def _holds_tensor(value) -> bool:
+    if isinstance(value, torch.Tensor):
+        return True
+    if isinstance(value, (tuple, list)):
+        return any(_holds_tensor(v) for v in value)
+    if isinstance(value, dict):
+        return any(_holds_tensor(v) for v in value.values())
+    return False
+
+
+class ShapePropagation(torch.fx.Interpreter):
+    """Runs a GraphModule and records each node's tensor shapes in ``node.meta['tensor_meta']``.
+
+    Lighter than FX's ``ShapeProp`` (which probes every tensor's memory format), and each call gets
+    fresh, mutable copies of literal lists in the node's arguments: a GraphModule's generated code
+    builds ``[8, 7, 7]`` anew on every call, and some wrapped functions (Swin3D's
+    ``_get_window_and_shift_size``) write into such a list. A failing node's name is attached to the
+    error as ``fxprune_node``.
     """
 
     def fetch_args_kwargs_from_env(self, n: torch.fx.Node):
         args, kwargs = super().fetch_args_kwargs_from_env(n)
         return tuple(_mutable(a) for a in args), {k: _mutable(v) for k, v in kwargs.items()}
+
+    def run_node(self, n: torch.fx.Node):
+        try:
+            result = super().run_node(n)
+        except Exception as error:
+            if not hasattr(error, "fxprune_node"):
+                error.fxprune_node = n.name
+            raise
+        if _holds_tensor(result):
+            n.meta["tensor_meta"] = _metadata(result)
+        return result
+
+    def propagate(self, *inputs):
+        return self.run(*inputs)
 
 
 def propagate_shapes(gm: torch.fx.GraphModule, inputs: tuple) -> None:

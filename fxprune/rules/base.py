@@ -145,6 +145,11 @@ class NodeView:
             self._module = self.gm.get_submodule(self.node.target)
         return self._module
 
+    @property
+    def rule_key(self) -> tuple[str, object]:
+        """The node's registry key (its module looked up once, then reused by the rule)."""
+        return ("module", type(self.module)) if self.node.op == "call_module" else rule_key(self.node, self.gm)
+
     def arg(self, index: int, name: str | None = None, default=None):
         if index < len(self.node.args):
             return self.node.args[index]
