@@ -12,7 +12,7 @@ import torch.fx
 from .analysis import Analysis, analyze_graph
 from .batchnorm import recalibrate_bn as recalibrate_batch_norms
 from .errors import InputError, RewriteError
-from .inputs import as_batches, example_inputs, model_device
+from .inputs import as_batches, example_inputs, input_specs, model_device
 from .modes import dropped_modules, rehost, training_graph
 from .plan import Plan
 from .report import Report
@@ -81,6 +81,22 @@ def plan_and_rewrite(gm, inputs, choose_plan, ignore=()) -> tuple[torch.fx.Graph
     raise RewriteError("could not find a consistent plan; please report this model")
 
 
+def _prune(model, inputs, leaf_modules, choose_plan, ignore=(), copy_weights=False):
+    """Trace (in training mode too when the graph depends on it), plan and rewrite; the pruned model and plan.
+
+    ``copy_weights``: work on a copy of the traced weights (for methods that change kept weights),
+    so the user's model stays as it was.
+    """
+    gm = traced(model, inputs, leaf_modules)
+    train_gm = training_graph(model, gm, inputs, leaf_modules)  # auxiliary heads are pruned too
+    gm = train_gm or gm
+    gm = copy.deepcopy(gm) if copy_weights else gm
+    small, _, plan = plan_and_rewrite(gm, inputs, choose_plan, ignore)
+    if train_gm is not None:
+        small = _in_both_modes(model, small, gm, inputs, leaf_modules, choose_plan, ignore)
+    return small, plan
+
+
 def _in_both_modes(model, small, gm, inputs, leaf_modules, choose, ignore) -> torch.nn.Module:
     """For a graph traced in training mode: the user's class with the pruned layers (see ``modes``)."""
     host = rehost(model, small, gm, inputs)
@@ -122,16 +138,11 @@ def compress(model: torch.nn.Module, data, ratio: float = 0.5, *, method="l1", i
     choose = Chooser(method, batches, inputs, ratio, target_macs, round_to, refit)
 
     with evaluating(model):
-        gm = traced(model, inputs, leaf_modules)
-        train_gm = training_graph(model, gm, inputs, leaf_modules)  # auxiliary heads are pruned too
-        gm = train_gm or gm
-        gm = copy.deepcopy(gm) if choose.changes_weights else gm  # the user's weights stay as they are
-        small, _, plan = plan_and_rewrite(gm, inputs, choose, ignore)
-        if train_gm is not None:
-            small = _in_both_modes(model, small, gm, inputs, leaf_modules, choose, ignore)
+        small, plan = _prune(model, inputs, leaf_modules, choose, ignore, copy_weights=choose.changes_weights)
         if recalibrate_bn and plan.removed_channels:
             recalibrate_batch_norms(small, batches)
     small.fxprune_plan = plan
+    small.fxprune_input_specs = input_specs(inputs)
     if choose.pruner is not None:
         small.fxprune_log = list(choose.pruner.log)
     small.train(model.training)
@@ -152,8 +163,8 @@ def apply_plan(model: torch.nn.Module, example, plan: Plan, *, leaf_modules=()) 
     """Re-apply a saved plan to a fresh instance of the model it was made for."""
     inputs = example_inputs(as_batches(example, 1))
     with evaluating(model):
-        gm = traced(model, inputs, leaf_modules)
-        small, _, _ = plan_and_rewrite(gm, inputs, lambda analysis: plan)
+        small, _ = _prune(model, inputs, leaf_modules, lambda analysis: plan)
     small.fxprune_plan = plan
+    small.fxprune_input_specs = input_specs(inputs)
     small.train(model.training)
     return small

@@ -98,3 +98,9 @@ def as_batches(data, max_batches: int | None = None, device: torch.device | None
 def example_inputs(batches: list[Batch], samples: int = 1) -> tuple:
     """The first ``samples`` rows of the first batch: enough to trace and to learn every shape."""
     return tuple(t[:samples] if t.dim() else t for t in batches[0].inputs)
+
+
+def input_specs(inputs: tuple) -> list[dict]:
+    """Shape and dtype of each input tensor, as JSON-ready dicts (so a saved model can be rebuilt)."""
+    return [{"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
+            for t in inputs if isinstance(t, torch.Tensor)]

@@ -37,7 +37,10 @@ def _plain_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _input_specs(model: torch.nn.Module) -> list[dict]:
-    """Shape and dtype of each graph input, as shape propagation recorded them (empty if unknown)."""
+    """Shape and dtype of each model input: as compress recorded them, else from the graph (empty if unknown)."""
+    recorded = getattr(model, "fxprune_input_specs", None)
+    if recorded:
+        return recorded
     graph = getattr(model, "graph", None)
     specs = []
     for node in graph.nodes if graph is not None else []:

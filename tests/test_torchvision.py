@@ -51,6 +51,19 @@ def test_auxiliary_heads_are_pruned_and_work_in_both_modes(name, size):
     assert len(outputs) == (3 if name == "googlenet" else 2) and all(o.shape == (2, 1000) for o in outputs)
 
 
+def test_a_saved_model_with_auxiliary_heads_loads_with_its_heads(tmp_path):
+    """The plan covers the training-mode graph, so re-applying it must prune the heads the same way."""
+    model = randomize(torchvision.models.googlenet(weights=None, init_weights=False)).eval()
+    x = torch.randn(2, 3, 64, 64)
+    small = fxprune.compress(model, x, ratio=0.5, round_to=1)
+    fxprune.save(small, tmp_path / "small")
+    loaded = fxprune.load(tmp_path / "small", torchvision.models.googlenet(weights=None, init_weights=False))
+    assert isinstance(loaded, type(model))
+    assert parameter_count(loaded.aux1) == parameter_count(small.aux1) < parameter_count(model.aux1)
+    torch.testing.assert_close(loaded.eval()(x), small.eval()(x))
+    assert len(loaded.train()(x)) == 3
+
+
 def test_models_that_only_pass_the_mode_as_a_flag_compress_once_without_warnings():
     """Stochastic depth takes ``training`` as an argument; the layers are the same in both modes."""
     model = randomize(torchvision.models.efficientnet_b0())
