@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -10,10 +12,16 @@ from models import Chain, ChainFunctional, Residual
 
 import fxprune
 from fxprune import oracle
+from fxprune.analysis import analyze_graph
 from fxprune.compress import evaluating, plan_and_rewrite, traced
 from fxprune.errors import FxpruneError, InputError
 from fxprune.mlacp import MLACP
+from fxprune.mlacp.capture import Prefixes, prefix_values
+from fxprune.mlacp.compensation import least_squares_start
+from fxprune.mlacp.geometry import group_sites
 from fxprune.mlacp.losses import channel_gram_loss, loss_parts, reconstruction_loss, spatial_gram_loss
+from fxprune.mlacp.masks import ChannelMasks
+from fxprune.refit import refit_layer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -50,8 +58,6 @@ def test_mlacp_keeps_the_masked_model_it_refined():
     chooser = Chooser(method, choose_batches, (x[:1],), ratio=0.4)
     with evaluating(model):
         gm = traced(model, (x[:1],))
-        import copy
-
         small, analysis, plan = plan_and_rewrite(copy.deepcopy(gm), (x[:1],), chooser)
     result = oracle.check(analysis, plan, small, (x,))
     assert result.relative < 1e-4
@@ -132,3 +138,39 @@ def test_refinement_does_not_increase_the_loss():
     small = fxprune.compress(model, data(), ratio=0.5, method=quick())
     assert all(r.loss_refined <= r.loss_pruned + 1e-9 for r in small.fxprune_log)
     assert all(np.isfinite([r.loss_refined for r in small.fxprune_log]))
+
+
+def test_prefixes_moved_forward_equal_prefixes_computed_from_the_input():
+    model = randomize(Residual())
+    x, _ = data()
+    with evaluating(model):
+        gm = traced(model, (x[:1],))
+    batches = [(x[:8],), (x[8:],)]
+    prefixes = Prefixes(gm, batches)
+    for start in range(0, len(gm.graph.nodes), 2):
+        for env, inputs in zip(prefixes.at(start), batches):
+            expected = prefix_values(gm, inputs, start)
+            assert env.keys() == expected.keys()
+            assert all(torch.equal(env[k], expected[k]) for k in expected)
+    with pytest.raises(ValueError, match="before"):
+        prefixes.at(1)
+
+
+def test_least_squares_start_equals_the_refit_of_the_consumer():
+    """MLACP's closed-form start computes the consumer's inputs from the group's prefix: same refit."""
+    model = randomize(Chain())
+    x, _ = data()
+    with evaluating(model):
+        gm = traced(model, (x[:1],))
+    analysis = analyze_graph(gm)
+    site = next(s for s in group_sites(analysis) if s.consumers and s.consumers[0].target == "c2")
+    batches = fxprune.inputs.as_batches([x[:8], x[8:]], None)
+    features = [{"c2": gm.c2(gm.b1(gm.c1(b.inputs[0])).relu()).detach()} for b in batches]
+    masks = ChannelMasks(analysis)
+    masks.remove(site.group, np.array([0, 3]))
+    expected = copy.deepcopy(gm)
+    node = next(n for n in expected.graph.nodes if n.target == "c2")
+    refit_layer(expected, node, expected.c2, np.array([1, 2, 4]), batches, [f["c2"] for f in features])
+    envs = Prefixes(gm, [b.inputs for b in batches]).at(site.first_node)
+    assert least_squares_start(gm, site, masks, batches, features, envs) == 1
+    torch.testing.assert_close(gm.c2.weight, expected.c2.weight)

@@ -4,6 +4,10 @@ Layer-wise methods run the model many times per group. Everything before the gro
 is the same on every run, so it is computed once (``prefix_values``: the values that later nodes
 read) and each later run starts from there (``run_from``); a run may also stop at the last node
 whose value it needs. Gradients then flow only into the group and the layers after it.
+
+Groups go from the input to the output and each changes only weights at or after its own first
+node, so ``Prefixes`` moves the computed prefix forward from one group's start to the next instead
+of running the model from its input again: the prefixes of all groups together cost one forward pass.
 """
 
 from __future__ import annotations
@@ -68,3 +72,35 @@ def prefix_values(gm: torch.fx.GraphModule, inputs: tuple, start: int) -> dict[s
     with torch.no_grad():
         kept = run_from(gm, inputs, 0, None, {n.name for n in needed}, stop=start - 1)
     return {n.name: kept[n.name] for n in needed if n.name in kept}
+
+
+class Prefixes:
+    """``prefix_values`` of every batch at a start position that only moves forward.
+
+    Valid while the weights that change between two calls are read only at or after the earlier
+    start (layer-wise methods): moving from ``start`` to a later one runs just the nodes in between.
+
+    >>> prefixes = Prefixes(gm, [batch.inputs for batch in batches])  # doctest: +SKIP
+    >>> envs = prefixes.at(12)                                         # doctest: +SKIP
+    """
+
+    def __init__(self, gm: torch.fx.GraphModule, inputs: list[tuple], start: int = 0, values=None):
+        self.gm, self.inputs = gm, inputs
+        self.start = start  # ``values``: the prefixes at ``start`` when it is not the model's input
+        self.values: list[dict[str, object]] = list(values) if values is not None else [{} for _ in inputs]
+
+    def at(self, start: int) -> list[dict[str, object]]:
+        """The frontier values at ``start`` for every batch (``start`` never below the previous one)."""
+        if start < self.start:
+            raise ValueError(f"Prefixes: start {start} is before the previous start {self.start}")
+        if start > self.start:
+            needed = {n.name for n in frontier(self.gm, start)}
+            with torch.no_grad():
+                self.values = [self._advance(inputs, env, start, needed)
+                               for inputs, env in zip(self.inputs, self.values)]
+            self.start = start
+        return self.values
+
+    def _advance(self, inputs: tuple, env: dict, start: int, needed: set[str]) -> dict[str, object]:
+        kept = run_from(self.gm, inputs, self.start, env, needed, stop=start - 1)
+        return {name: kept[name] if name in kept else env[name] for name in needed if name in kept or name in env}

@@ -24,7 +24,7 @@ from ..analysis import Analysis
 from ..criteria.magnitude import per_index
 from ..errors import FxpruneError
 from ..inputs import Batch
-from .capture import prefix_values, run_from
+from .capture import Prefixes, run_from
 from .compensation import least_squares_start
 from .geometry import GroupSite, group_sites
 from .losses import TERMS, loss_parts
@@ -104,6 +104,7 @@ class MLACP:
         consumers = {n.name for site in sites for n in site.consumers}
         calibration = self._calibrate(gm, batches[: self.calibration_batches], consumers)
         masks = ChannelMasks(analysis)
+        prefixes = Prefixes(gm, [batch.inputs for batch in calibration.batches])
         index = {group.id: i for i, group in enumerate(analysis.groups)}
         scores = [np.ones(group.size) for group in analysis.groups]
         flags = {name: p.requires_grad for name, p in gm.named_parameters()}
@@ -114,7 +115,8 @@ class MLACP:
             for site in bar:
                 i = index[site.group.id]
                 if keep_counts[i] < site.group.size:
-                    scores[i] = self._prune_group(analysis, site, keep_counts[i], calibration, masks)
+                    envs = prefixes.at(site.first_node)
+                    scores[i] = self._prune_group(analysis, site, keep_counts[i], calibration, masks, envs)
                     bar.set_postfix(loss=f"{self.log[-1].loss_refined:.4g}")
         finally:
             for name, p in gm.named_parameters():
@@ -147,11 +149,10 @@ class MLACP:
                                "lower lr or alpha/beta, or check the calibration data")
         return loss
 
-    def _prune_group(self, analysis, site: GroupSite, keep: int, calibration, masks) -> np.ndarray:
+    def _prune_group(self, analysis, site: GroupSite, keep: int, calibration, masks, prefixes) -> np.ndarray:
         start = time.perf_counter()
         gm = analysis.gm
         params = [gm.get_parameter(name) for name in site.params]
-        prefixes = [prefix_values(gm, batch.inputs, site.first_node) for batch in calibration.batches]
         for p in params:
             p.requires_grad_(True)
         try:
@@ -159,7 +160,7 @@ class MLACP:
             order = np.argsort(-score, kind="stable")
             masks.remove(site.group, order[keep:])
             if self.least_squares:
-                least_squares_start(gm, site, masks, calibration.batches, calibration.features)
+                least_squares_start(gm, site, masks, calibration.batches, calibration.features, prefixes)
             before, after = self._refine(gm, site, params, calibration, prefixes, masks)
         finally:
             for p in params:
