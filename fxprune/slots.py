@@ -11,6 +11,7 @@ Tensor keys: a node's output is ``node.name`` (``"conv1"``), element ``i`` of a 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import torch.fx
@@ -18,9 +19,12 @@ import torch.fx
 from .tracing import tensor_shapes
 
 
-@dataclass(frozen=True)
-class DimRef:
-    """One dimension (``dim``, never negative) of one tensor (``key``)."""
+class DimRef(NamedTuple):
+    """One dimension (``dim``, never negative) of one tensor (``key``).
+
+    A named tuple: the analysis hashes and compares hundreds of thousands of these, and a tuple's
+    hash and equality run in C.
+    """
 
     key: str
     dim: int
