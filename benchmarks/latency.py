@@ -3,12 +3,15 @@
     python benchmarks/latency.py                    # the full list, ratios 0.25/0.5/0.75, batch 1 and 32
     python benchmarks/latency.py --quick            # two models, ratio 0.5, batch 1 and 8: a minute
     python benchmarks/latency.py mnasnet1_0 resnet34 --ratios 0.5 --profile
+    python benchmarks/latency.py mobilenet_v2 --ratios 0.5 --allocation latency --out results/latency_allocation
 
 Every model is pruned (L1, channel counts rounded to 8), exported to ONNX with a parity check, and
 timed side by side with its original in interleaved rounds (warm-up, then the median), so a load
 change on the machine hits both alike. Denormals are flushed in every CPU run. Results go to
 ``benchmarks/results/latency.{csv,md,png}``; ``--profile`` adds an ONNX Runtime per-op breakdown
-(``profile.md``) that shows where the time of a pruned model goes.
+(``profile.md``) that shows where the time of a pruned model goes. ``--allocation latency`` adds, at
+each ratio, the model pruned to the same MACs with ``compress(..., allocation="latency")`` (timed in
+the same interleaved rounds as the uniform plan and the original).
 """
 
 from __future__ import annotations
@@ -37,16 +40,18 @@ from fxprune.measure import count_macs, count_parameters
 MODELS = ["resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0", "vgg16_bn",
           "densenet121", "regnet_y_800mf", "convnext_tiny", "shufflenet_v2_x1_0", "vit_b_16"]
 QUICK_MODELS = ["resnet18", "mobilenet_v2"]
+NARROW = 0.25  # a plan's groups that keep at most this fraction are counted as pruned hard
 RESULTS = Path(__file__).parent / "results"
 
 
 @dataclass
 class Variant:
-    method: str  # "original", "fxprune" or "torch-pruning"
+    method: str  # "original", "fxprune", "fxprune-latency" or "torch-pruning"
     ratio: float
     model: torch.nn.Module
     macs: int
     params: int
+    floor_groups: str = ""  # for a plan: groups keeping at most NARROW of their channels / all groups
 
     @property
     def key(self) -> str:
@@ -68,6 +73,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--peer-ratios", type=float, nargs="*", default=[0.5],
                         help="ratios at which Torch-Pruning is timed at fxprune's MACs (none: leave it out)")
     parser.add_argument("--profile", action="store_true", help="also write an ORT per-op profile at ratio 0.5")
+    parser.add_argument("--allocation", choices=["score", "latency"], default="score",
+                        help="latency: also time, at each ratio, the latency-aware plan at the uniform plan's MACs")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for latency.{csv,md,png}")
     args = parser.parse_args(argv)
     if args.quick:
@@ -77,18 +84,29 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def build_variants(name: str, example: torch.Tensor, ratios, peer_ratios,
-                   round_to: int = 8) -> tuple[list[Variant], list[str]]:
-    """The original, fxprune at each ratio, and Torch-Pruning at fxprune's MACs where asked."""
+def floor_groups(plan) -> str:
+    """How unevenly a plan prunes: groups that keep at most ``NARROW`` of their channels / all groups."""
+    return f"{sum(len(g.keep) <= NARROW * len(g.indices) for g in plan.groups)}/{len(plan.groups)}"
+
+
+def build_variants(name: str, example: torch.Tensor, ratios, peer_ratios, round_to: int = 8,
+                   allocation: str = "score") -> tuple[list[Variant], list[str]]:
+    """The original, fxprune at each ratio (and its latency-aware plan at the same MACs when asked),
+    and Torch-Pruning at fxprune's MACs where asked."""
     model = torchvision.models.get_model(name, weights=None).eval()
     inputs = (example,)
 
     def variant(method, ratio, module):
-        return Variant(method, ratio, module.eval(), count_macs(module, inputs), count_parameters(module))
+        plan = getattr(module, "fxprune_plan", None)
+        return Variant(method, ratio, module.eval(), count_macs(module, inputs), count_parameters(module),
+                       floor_groups(plan) if plan is not None else "")
 
     variants, notes = [variant("original", 0.0, model)], []
     for ratio in ratios:
         variants.append(variant("fxprune", ratio, fxprune.compress(model, example, ratio=ratio, round_to=round_to)))
+        if allocation == "latency":
+            aware = fxprune.compress(model, example, ratio=ratio, round_to=round_to, allocation="latency")
+            variants.append(variant("fxprune-latency", ratio, aware))
         if ratio in peer_ratios:
             try:
                 peer, _ = torch_pruning_peer.prune_to_macs(model, example, variants[-1].macs, ratio, round_to)
@@ -126,7 +144,8 @@ def time_variants(name, variants, paths, runtime, batch, args) -> list[dict]:
         macs_factor = original.macs / v.macs
         rows.append(dict(model=name, method=v.method, ratio=v.ratio, macs=v.macs, macs_factor=macs_factor,
                          params=v.params, runtime=runtime, batch=batch, latency_ms=ms, speedup=base_ms / ms,
-                         efficiency=base_ms / ms / macs_factor, runs=timings[v.key].runs))
+                         efficiency=base_ms / ms / macs_factor, runs=timings[v.key].runs,
+                         floor_groups=v.floor_groups))
     if runtime == "torch-cuda":  # the CPU runtimes of the next batch need the models back
         for v in ready:
             v.model.to("cpu")
@@ -134,15 +153,19 @@ def time_variants(name, variants, paths, runtime, batch, args) -> list[dict]:
 
 
 def profile(name, variants, paths, args) -> list[str]:
-    """Per-op-kind ORT time of the original and the ratio-0.5 model, at the largest batch."""
-    pruned = next((v for v in variants if v.method == "fxprune" and v.ratio == 0.5), None)
-    if pruned is None or pruned.key not in paths or "original@0.0" not in paths:
+    """Per-op-kind ORT time of the original and each ratio-0.5 plan, at the largest batch."""
+    pruned = [v for v in variants if v.method.startswith("fxprune") and v.ratio == 0.5 and v.key in paths]
+    if not pruned or "original@0.0" not in paths:
         return []
     example = (torch.randn(max(args.batches), 3, args.size, args.size),)
     before = fxprune.export.profile_ops(paths["original@0.0"], example, args.threads)
+    return [line for v in pruned for line in _profile_table(name, v, variants[0], before, paths, example, args)]
+
+
+def _profile_table(name, pruned, original, before, paths, example, args) -> list[str]:
     after = fxprune.export.profile_ops(paths[pruned.key], example, args.threads)
-    macs_factor = variants[0].macs / pruned.macs
-    lines = [f"### {name}, ratio 0.5, batch {max(args.batches)} (MACs factor {macs_factor:.2f}; "
+    macs_factor = original.macs / pruned.macs
+    lines = [f"### {name}, {pruned.method}, ratio 0.5, batch {max(args.batches)} (MACs factor {macs_factor:.2f}; "
              f"total {sum(before.values()):.1f} → {sum(after.values()):.1f} ms)", "",
              "| op kind | original ms | pruned ms | speedup | share of pruned time |", "|---|---|---|---|---|"]
     for kind in sorted(before, key=lambda k: -before[k]):
@@ -177,7 +200,8 @@ def main(argv=None) -> None:
         for name in tqdm(args.models, desc="models"):
             example = torch.randn(1, 3, args.size, args.size)
             peer_ratios = args.peer_ratios if has_peer else []
-            variants, peer_notes = build_variants(name, example, args.ratios, peer_ratios, args.round_to)
+            variants, peer_notes = build_variants(name, example, args.ratios, peer_ratios, args.round_to,
+                                                  args.allocation)
             paths, export_notes = export_variants(name, variants, example, Path(folder))
             notes += peer_notes + export_notes
             for runtime in runtimes:

@@ -2,7 +2,9 @@
 
 One row per (model, method, ratio, runtime, batch). ``speedup`` is the original's latency over the
 pruned model's, measured side by side; ``efficiency`` is speedup ÷ MACs reduction factor — the
-share of the theoretical saving the deployed model really gets (1.0 = all of it).
+share of the theoretical saving the deployed model really gets (1.0 = all of it). Rows of method
+``fxprune-latency`` are the latency-aware plan at the uniform plan's MACs; ``allocation_table`` puts
+the two side by side, with how many groups each plan prunes hard (keeps at most a quarter of).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import statistics
 from pathlib import Path
 
 FIELDS = ["model", "method", "ratio", "macs", "macs_factor", "params", "runtime", "batch", "latency_ms",
-          "speedup", "efficiency", "runs"]
+          "speedup", "efficiency", "runs", "floor_groups"]
 FLOOR_RUNTIME, FLOOR_RATIO = "ort-cpu", 0.5
 
 
@@ -87,11 +89,44 @@ def peer_table(rows, batches) -> list[str]:
     return lines + [""]
 
 
+def allocation_table(rows, batches) -> list[str]:
+    """Uniform vs latency-aware plan at (nearly) the same MACs: speedup and speedup ÷ MACs factor."""
+    aware = _find(rows, method="fxprune-latency", runtime=FLOOR_RUNTIME)
+    if not aware:
+        return []
+    head = "| model | ratio | MACs factor uniform / latency | groups keeping ≤25% uniform / latency | " + " | ".join(
+        f"b{b} uniform | b{b} latency-aware" for b in batches) + " |"
+    lines = [f"### Uniform vs latency-aware allocation at the same MACs ({FLOOR_RUNTIME})", "",
+             "Cells: speedup over the original (speedup ÷ MACs factor).", "", head,
+             "|" + "---|" * (4 + 2 * len(batches))]
+    for row in _find(aware, batch=batches[0]):
+        where = dict(runtime=FLOOR_RUNTIME, model=row["model"], ratio=row["ratio"])
+        uniform = _find(rows, method="fxprune", batch=batches[0], **where)
+        cells = [row["model"], f"{row['ratio']:.2f}",
+                 f"{uniform[0]['macs_factor']:.2f} / {row['macs_factor']:.2f}" if uniform else "—",
+                 f"{uniform[0]['floor_groups']} / {row['floor_groups']}" if uniform else "—"]
+        for batch in batches:
+            cells += [_cell(rows, method="fxprune", batch=batch, **where),
+                      _cell(rows, method="fxprune-latency", batch=batch, **where)]
+        lines.append("| " + " | ".join(cells) + " |")
+    for batch in batches:
+        pairs = [(u, a) for a in _find(aware, batch=batch)
+                 for u in _find(rows, method="fxprune", runtime=FLOOR_RUNTIME, batch=batch, model=a["model"],
+                                ratio=a["ratio"])]
+        if pairs:
+            uniform = statistics.median(u["efficiency"] for u, _ in pairs)
+            latency = statistics.median(a["efficiency"] for _, a in pairs)
+            faster = sum(a["speedup"] > u["speedup"] for u, a in pairs)
+            lines.append(f"* batch {batch}: median speedup ÷ MACs {uniform:.2f} uniform, {latency:.2f} latency-aware; "
+                         f"latency-aware faster in {faster} of {len(pairs)}")
+    return lines + [""]
+
+
 def write_markdown(rows, notes: list[str], batches, path: Path) -> None:
     runtimes = sorted({r["runtime"] for r in rows}, key=["ort-cpu", "torch-cpu", "ort-cuda", "torch-cuda"].index)
     lines = ["# Latency: original vs pruned", "", *[f"* {note}" for note in notes], "",
              "Cells: speedup over the original (speedup ÷ MACs reduction factor in parentheses).", ""]
-    lines += floor_summary(rows, batches) + peer_table(rows, batches)
+    lines += allocation_table(rows, batches) + floor_summary(rows, batches) + peer_table(rows, batches)
     for runtime in runtimes:
         lines += _runtime_table(rows, runtime, batches)
     path.write_text("\n".join(lines))
@@ -108,7 +143,7 @@ def write_plot(rows, path: Path) -> None:
     pruned = [r for r in rows if r["method"] != "original"]
     top = max([r["macs_factor"] for r in pruned] + [r["speedup"] for r in pruned] + [2.0]) * 1.05
     axes.plot([1, top], [1, top], "k--", linewidth=1, label="ideal (speedup = MACs factor)")
-    markers = {"fxprune": "o", "torch-pruning": "x"}
+    markers = {"fxprune": "o", "fxprune-latency": "s", "torch-pruning": "x"}
     for runtime, batch in sorted({(r["runtime"], r["batch"]) for r in pruned}):
         for method, marker in markers.items():
             found = _find(pruned, runtime=runtime, batch=batch, method=method)

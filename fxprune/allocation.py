@@ -2,7 +2,9 @@
 
 The MACs of every node are measured once (torch's FLOP counter, node by node); a node's MACs shrink
 with the fraction of channels kept in each group it touches (a conv between groups A and B costs
-``f_A · f_B`` of its original MACs, a depthwise conv inside one group ``f_A``). That estimate picks
+``f_A · f_B`` of its original MACs, a depthwise conv inside one group ``f_A``). For a layer with a
+weight, each weight dim shrinks by the slots its groups lose there, so a conv reading a concat of
+groups A and B costs ``(n_A·f_A + n_B·f_B) / (n_A + n_B)`` of its input side, not ``f_A · f_B``. That estimate picks
 the keep counts; the counts are then checked on a really rewritten model and the estimate's target
 corrected until the true MACs are within 1% (so ``target_macs`` is met within 2%).
 
@@ -47,6 +49,35 @@ class _NodeMacs(torch.fx.Interpreter):
         return value
 
 
+def slots_per_dim(analysis: Analysis) -> dict[str, dict[int, dict[int, int]]]:
+    """For each tensor key (activations and parameters): dim → {group: slots of that group in the dim}."""
+    found: dict[str, dict[int, dict[int, int]]] = {}
+    for gid, group in enumerate(analysis.groups):
+        for member in group.members:
+            per_group = found.setdefault(member.ref.key, {}).setdefault(member.ref.dim, {})
+            per_group[gid] = per_group.get(gid, 0) + member.index.size
+    return found
+
+
+def shrink_factors(shape, slots: dict[int, dict[int, int]]) -> list[tuple]:
+    """(dim size, groups, slots of each group) for every dim of a tensor that some group lies in."""
+    return [(shape[dim], np.array(list(groups)), np.array(list(groups.values()), np.float64))
+            for dim, groups in slots.items()]
+
+
+def kept_share(fractions: np.ndarray, factors) -> np.ndarray:
+    """For each row of ``fractions`` (rows × groups): the share of a tensor left, a product over its dims."""
+    kept = np.ones(len(fractions))
+    for size, groups, slots in factors:
+        kept *= 1 - ((1 - fractions[:, groups]) @ slots) / size
+    return kept
+
+
+def _own_factors(groups: list[int], sizes) -> list[tuple]:
+    """Factors that make a product of the groups' kept fractions (one factor per group)."""
+    return [(float(sizes[g]), np.array([g]), np.array([float(sizes[g])])) for g in groups]
+
+
 class MacsModel:
     """Estimated MACs of ``analysis.gm`` for any keep counts (one per group)."""
 
@@ -64,18 +95,27 @@ class MacsModel:
         for key, nodes in param_readers(gm).items():
             for node in nodes:
                 params_of_node.setdefault(node, []).append(key)
-        self.terms: list[tuple[int, list[int]]] = []
+        slots, shapes = slots_per_dim(analysis), analysis.table.shapes
+        self.terms: list[tuple[int, list[tuple]]] = []  # (MACs, shrink factors)
         for node, macs in counter.macs.items():
             if macs:
+                weights = [k for k in params_of_node.get(node, []) if k.endswith("weight") and len(shapes[k]) > 1]
+                if weights:
+                    self.terms.append((macs, shrink_factors(shapes[weights[0]], slots.get(weights[0], {}))))
+                    continue
                 keys = [output_key(a, p) for a in node.all_input_nodes for p in tensor_shapes(a)]
                 keys += [output_key(node, p) for p in tensor_shapes(node)] + params_of_node.get(node, [])
                 touched = sorted({g for key in keys for g in groups_of_key.get(key, ())})
-                self.terms.append((macs, touched))
+                self.terms.append((macs, _own_factors(touched, self.sizes)))
         self.total = sum(macs for macs, _ in self.terms)
 
+    def estimate_fractions(self, fractions: np.ndarray) -> np.ndarray:
+        """Estimated MACs for each row of ``fractions`` (rows × groups: kept fraction of each group)."""
+        fractions = np.atleast_2d(fractions)
+        return sum((macs * kept_share(fractions, factors) for macs, factors in self.terms), np.zeros(len(fractions)))
+
     def estimate(self, counts) -> float:
-        fractions = np.asarray(counts, dtype=np.float64) / np.maximum(self.sizes, 1)
-        return sum(macs * float(np.prod(fractions[groups])) for macs, groups in self.terms)
+        return float(self.estimate_fractions(np.asarray(counts, np.float64) / np.maximum(self.sizes, 1))[0])
 
 
 def _bisect(counts_at, estimate, goal: float, low: float, high: float, nudge: bool):
@@ -115,8 +155,15 @@ def uniform_counts_at(analysis: Analysis, round_to: int):
     return lambda ratio: [kept_count(g.size, ratio, round_to) for g in analysis.groups]
 
 
-def global_counts_at(analysis: Analysis, scores: list[np.ndarray], round_to: int):
-    normalized = [np.sort(np.asarray(s, np.float64) / max(float(np.mean(s)), 1e-30)) for s in scores]
+def normalized_scores(scores: list[np.ndarray], weights=None) -> list[np.ndarray]:
+    """Each group's sorted scores over their mean, divided by the group's weight (1 when not given)."""
+    weights = np.ones(len(scores)) if weights is None else weights
+    return [np.sort(np.asarray(s, np.float64) / max(float(np.mean(s)), 1e-30) / w) for s, w in zip(scores, weights)]
+
+
+def global_counts_at(analysis: Analysis, scores: list[np.ndarray], round_to: int, weights=None):
+    """Keep counts at a threshold on normalised scores; a group of weight w loses channels w times sooner."""
+    normalized = normalized_scores(scores, weights)
 
     def counts(threshold: float) -> list[int]:
         result = []
@@ -130,9 +177,9 @@ def global_counts_at(analysis: Analysis, scores: list[np.ndarray], round_to: int
 
 
 def fit_counts(analysis: Analysis, inputs: tuple, target: float, counts_at, level_range,
-               nudge: bool = False) -> list[int]:
+               nudge: bool = False, model: MacsModel | None = None) -> list[int]:
     """Keep counts whose rewritten model has ``target`` of the original MACs (within ``TOLERANCE``)."""
-    model = MacsModel(analysis, inputs)
+    model = model or MacsModel(analysis, inputs)
     original = count_macs(analysis.gm, inputs)
     best = count_macs(_trial(analysis, counts_at(level_range[1]), inputs), inputs) / original
     if target < best - 2 * TOLERANCE:
@@ -156,11 +203,19 @@ def _trial(analysis: Analysis, counts: list[int], inputs: tuple) -> torch.fx.Gra
     return rewrite(analysis, plan, inputs)
 
 
+def uniform_macs_fraction(analysis: Analysis, inputs: tuple, ratio: float, round_to: int) -> float:
+    """The fraction of the MACs left when ``ratio`` of every group's channels is removed."""
+    counts = uniform_counts_at(analysis, round_to)(ratio)
+    return count_macs(_trial(analysis, counts, inputs), inputs) / count_macs(analysis.gm, inputs)
+
+
 def uniform_keep_counts(analysis: Analysis, inputs: tuple, target: float, round_to: int = 1) -> list[int]:
     return fit_counts(analysis, inputs, target, uniform_counts_at(analysis, round_to), (0.0, 0.999))
 
 
-def global_keep_counts(analysis, inputs, target, scores, round_to: int = 1) -> list[int]:
-    levels = np.concatenate([np.asarray(s, np.float64) / max(float(np.mean(s)), 1e-30) for s in scores] or [[0.0]])
-    return fit_counts(analysis, inputs, target, global_counts_at(analysis, scores, round_to),
-                      (0.0, float(levels.max()) + 1.0), nudge=round_to == 1)
+def global_keep_counts(analysis, inputs, target, scores, round_to: int = 1, weights=None,
+                       model: MacsModel | None = None) -> list[int]:
+    """Counts at ``target`` MACs from one ranking of all channels (``weights``: see ``global_counts_at``)."""
+    levels = np.concatenate(normalized_scores(scores, weights) or [[0.0]])
+    return fit_counts(analysis, inputs, target, global_counts_at(analysis, scores, round_to, weights),
+                      (0.0, float(levels.max()) + 1.0), nudge=round_to == 1, model=model)

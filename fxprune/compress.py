@@ -113,7 +113,8 @@ def _in_both_modes(model, small, gm, inputs, leaf_modules, choose, ignore) -> to
 
 def compress(model: torch.nn.Module, data, ratio: float = 0.5, *, method="l1", ignore=(), round_to: int = 8,
              leaf_modules=(), max_batches: int | None = 8, target_macs: float | None = None,
-             refit: bool | None = None, recalibrate_bn: bool = False) -> torch.fx.GraphModule:
+             refit: bool | None = None, recalibrate_bn: bool = False,
+             allocation: str = "score") -> torch.fx.GraphModule:
     """Return a physically smaller copy of ``model`` with ``ratio`` of every prunable group's channels removed.
 
     >>> small = compress(torchvision.models.resnet18(), torch.randn(2, 3, 64, 64), ratio=0.5)  # doctest: +SKIP
@@ -129,13 +130,18 @@ def compress(model: torch.nn.Module, data, ratio: float = 0.5, *, method="l1", i
     of the layers that lost inputs (default: when the method asks for it). ``recalibrate_bn``:
     re-estimate BatchNorm statistics on ``data`` when channels were removed (off by default so that
     the pruned model equals the original with the removed channels zeroed; turn it on when the
-    pruned model is used without fine-tuning).
+    pruned model is used without fine-tuning). ``allocation``: how a MACs budget is shared between
+    groups — ``"score"`` (default: one ratio everywhere for ``ratio``, a global ranking of normalised
+    scores for ``target_macs``) or ``"latency"``: the same MACs (``target_macs``, or what ``ratio``
+    reaches uniformly) with channels ranked by score over modelled time saved (``fxprune.cost``), so
+    memory-bound parts (depthwise, squeeze-excite, activations) shrink more; faster on CPU, but the
+    plan is uneven (some groups at the 10% floor) and may cost more accuracy.
     """
     _check_arguments(model, ratio, round_to)
     check_target_macs(target_macs)
     batches = as_batches(data, max_batches, model_device(model))
     inputs = example_inputs(batches)
-    choose = Chooser(method, batches, inputs, ratio, target_macs, round_to, refit)
+    choose = Chooser(method, batches, inputs, ratio, target_macs, round_to, refit, allocation)
 
     with evaluating(model):
         small, plan = _prune(model, inputs, leaf_modules, choose, ignore, copy_weights=choose.changes_weights)

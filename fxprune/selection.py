@@ -4,7 +4,9 @@
 
 1. counts: ``ratio`` of every group (uniform), or the counts that meet ``target_macs`` (global
    ranking of the criterion's scores; a uniform ratio for layer-wise methods, which cannot score a
-   group before the groups before it are pruned);
+   group before the groups before it are pruned); with ``allocation="latency"``, the counts that
+   meet the MACs budget (``target_macs``, or the MACs the uniform ``ratio`` reaches) with the least
+   modelled latency (``fxprune.cost``; layer-wise methods get it from the latency model alone);
 2. which channels: a criterion's top scores, or a layer-wise method (MLACP) that also refines the
    kept weights of ``analysis.gm`` in place;
 3. optionally the least-squares refit of the layers that lost inputs (``fxprune.refit``).
@@ -17,8 +19,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .allocation import global_keep_counts, uniform_keep_counts
+from .allocation import global_keep_counts, uniform_keep_counts, uniform_macs_fraction
 from .analysis import Analysis
+from .cost import latency_keep_counts
 from .criteria import CRITERIA, get_criterion
 from .errors import InputError
 from .mlacp import LAYERWISE
@@ -42,7 +45,10 @@ def resolve_method(method):
 class Chooser:
     """Builds the plan for one analysis; see the module docstring."""
 
-    def __init__(self, method, batches, inputs, ratio=0.5, target_macs=None, round_to=1, refit=None):
+    def __init__(self, method, batches, inputs, ratio=0.5, target_macs=None, round_to=1, refit=None,
+                 allocation="score"):
+        check_allocation(allocation)
+        self.allocation = allocation
         self.criterion, self.pruner = resolve_method(method)
         self.method_name = method if isinstance(method, str) else getattr(method, "__name__", type(method).__name__)
         self.batches, self.inputs = batches, inputs
@@ -56,20 +62,26 @@ class Chooser:
 
     def __call__(self, analysis: Analysis) -> Plan:
         self._restore(analysis)
-        if self.target_macs is not None and self.target_macs >= 1:
+        target = self._target(analysis)
+        if target is not None and target >= 1:
             counts = [g.size for g in analysis.groups]
-        elif self.target_macs is None:
+        elif target is None:
             counts = [kept_count(g.size, self.ratio, self.round_to) for g in analysis.groups]
         else:
             counts = None
         scores = None
         if self.criterion is not None and counts != [g.size for g in analysis.groups]:
             scores = self.criterion(analysis, self.batches)
-            if counts is None:
-                counts = global_keep_counts(analysis, self.inputs, self.target_macs, scores, self.round_to)
+            if counts is None and self.allocation == "latency":
+                counts = latency_keep_counts(analysis, self.inputs, target, scores, self.round_to)
+            elif counts is None:
+                counts = global_keep_counts(analysis, self.inputs, target, scores, self.round_to)
         if self.pruner is not None:
-            if counts is None:
-                counts = uniform_keep_counts(analysis, self.inputs, self.target_macs, self.round_to)
+            if counts is None and self.allocation == "latency":
+                ones = [np.ones(g.size) for g in analysis.groups]
+                counts = latency_keep_counts(analysis, self.inputs, target, ones, self.round_to)
+            elif counts is None:
+                counts = uniform_keep_counts(analysis, self.inputs, target, self.round_to)
             if counts != [g.size for g in analysis.groups]:
                 scores = self.pruner.prune(analysis, self.batches, counts)
         if scores is None:
@@ -79,10 +91,16 @@ class Chooser:
             refit_layers(analysis, plan, self.batches)
         return plan
 
+    def _target(self, analysis: Analysis) -> float | None:
+        """The MACs fraction to meet; None for one ratio in every group."""
+        if self.allocation == "latency" and self.target_macs is None and self.ratio > 0:
+            return uniform_macs_fraction(analysis, self.inputs, self.ratio, self.round_to)
+        return self.target_macs
+
     def _info(self) -> dict:
         info = {"method": str(self.method_name), "refit": bool(self.refit)}
         info.update({"ratio": self.ratio} if self.target_macs is None else {"target_macs": self.target_macs})
-        return info
+        return info | ({"allocation": self.allocation} if self.allocation != "score" else {})
 
     def _restore(self, analysis: Analysis) -> None:
         """Weights as traced, even when an earlier round refined them and its rewrite failed."""
@@ -98,3 +116,11 @@ def check_target_macs(target_macs) -> None:
     if target_macs is not None and (not isinstance(target_macs, (int, float)) or not 0 < target_macs <= 1):
         raise InputError("target_macs: expected a fraction in (0, 1] of the original MACs to keep, "
                          f"got {target_macs!r}")
+
+
+ALLOCATIONS = ("score", "latency")
+
+
+def check_allocation(allocation) -> None:
+    if allocation not in ALLOCATIONS:
+        raise InputError(f"allocation: expected one of {', '.join(map(repr, ALLOCATIONS))}, got {allocation!r}")

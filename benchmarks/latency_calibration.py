@@ -1,0 +1,114 @@
+"""Fit the latency model's one constant, ``fxprune.cost.ELEMENT_COST``, to measured ONNX Runtime times.
+
+    python benchmarks/latency_calibration.py                         # six models, batch 8, one thread
+    python benchmarks/latency_calibration.py resnet50 --batch 32 --threads 2
+
+Each model is timed on ONNX Runtime CPU as it is and pruned uniformly at each ratio (side by side,
+interleaved rounds). The latency model splits every variant's modelled cost into MACs and element
+traffic; a fit of ``time ≈ scale_model · (MACs + k·elements)`` (one scale per model, one ``k`` for
+all, least squares on log times) gives ``k``: the cost of one element read or written, in MACs, on
+this machine and runtime. Fitting ratios within each model keeps load changes between models out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+
+import fxprune
+from fxprune import latency
+from fxprune.analysis import analyze_graph
+from fxprune.compress import traced
+from fxprune.cost import LatencyModel
+from fxprune.plan import _anchor
+
+MODELS = ["mobilenet_v2", "efficientnet_b0", "regnet_y_800mf", "convnext_tiny", "densenet121", "resnet18"]
+
+
+def modelled_terms(model, example, plans) -> list[tuple[float, float]]:
+    """(MACs, element traffic) of the latency model for each plan (None: the original)."""
+    analysis = analyze_graph(traced(model, (example,)))
+    costs = LatencyModel(analysis, (example,), element_cost=1.0)
+    terms = []
+    anchors = [_anchor(g, analysis).ref for g in analysis.groups]
+    for plan in plans:
+        kept = {} if plan is None else {(g.anchor, g.dim): len(g.keep) / len(g.indices) for g in plan.groups}
+        fractions = np.array([[kept.get((a.key.removeprefix("param:"), a.dim), 1.0) for a in anchors]])
+        macs = costs.macs.estimate_fractions(fractions)[0]
+        terms.append((macs, costs.estimate_fractions(fractions)[0] - macs))
+    return terms
+
+
+def measure(name: str, args, folder: Path) -> list[tuple[str, float, float, float]]:
+    """(variant, MACs, elements, median ms) for the original and each uniform ratio."""
+    model = torchvision.models.get_model(name, weights=None).eval()
+    example = torch.randn(1, 3, args.size, args.size)
+    variants = {"original": model} | {f"uniform@{r}": fxprune.compress(model, example, ratio=r) for r in args.ratios}
+    paths = {}
+    for key, module in variants.items():
+        paths[key] = folder / f"{name}-{key}.onnx"
+        fxprune.export_onnx(module, (example,), paths[key])
+    batch = torch.randn(args.batch, 3, args.size, args.size)
+    runners = {key: latency.onnx_runner(path, batch, args.threads) for key, path in paths.items()}
+    timings = latency.measure_side_by_side(runners, warmup=1, budget_s=args.budget)
+    plans = [getattr(module, "fxprune_plan", None) if key != "original" else None for key, module in variants.items()]
+    terms = modelled_terms(model, example, plans)
+    return [(key, macs, elements, timings[key].median_ms) for key, (macs, elements) in zip(variants, terms)]
+
+
+def fit(rows) -> tuple[float, dict[str, float]]:
+    """The element cost k, and a time scale per model, for time = scale·(MACs + k·elements).
+
+    Only ratios within one model count (each model's variants were timed side by side, so a load
+    change between models does not move k): least squares on log times over a grid of k.
+    """
+    grid = np.concatenate([np.linspace(0, 20, 201), np.linspace(20.5, 200, 360)])
+    models = sorted({row[0] for row in rows})
+
+    def residuals(k):
+        scales, error = {}, 0.0
+        for name in models:
+            logs = np.array([np.log(ms) - np.log(macs + k * elements)
+                             for n, _, macs, elements, ms in rows if n == name])
+            scales[name] = float(np.exp(logs.mean()))
+            error += float(((logs - logs.mean()) ** 2).sum())
+        return error, scales
+
+    best = min(grid, key=lambda k: residuals(k)[0])
+    return float(best), residuals(best)[1]
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="*", default=MODELS)
+    parser.add_argument("--ratios", type=float, nargs="+", default=[0.5])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--budget", type=float, default=4.0)
+    args = parser.parse_args(argv)
+    torch.set_flush_denormal(True)
+    torch.set_num_threads(args.threads)
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        for name in args.models:
+            rows += [(name, *row) for row in measure(name, args, Path(folder))]
+    element_cost, scales = fit(rows)
+    print("| model | variant | MACs (G) | elements (M) | measured ms | fitted ms |\n|---|---|---|---|---|---|")
+    for name, key, macs, elements, ms in rows:
+        fitted = scales[name] * (macs + element_cost * elements)
+        print(f"| {name} | {key} | {macs / 1e9:.3f} | {elements / 1e6:.1f} | {ms:.1f} | {fitted:.1f} |")
+    print(f"\nELEMENT_COST fitted: {element_cost:.1f} MACs per element read or written "
+          f"(ORT CPU, {args.threads} thread(s), batch {args.batch})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""The latency model (``fxprune.cost``) and ``allocation="latency"``: same MACs, less modelled time."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import randomize
+
+import fxprune
+from fxprune import oracle
+from fxprune.allocation import MIN_KEEP_FRACTION
+from fxprune.compress import evaluating, plan_and_rewrite, traced
+from fxprune.cost import LatencyModel
+from fxprune.errors import InputError
+from fxprune.inputs import as_batches
+from fxprune.measure import count_macs
+from fxprune.selection import Chooser
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+class Inverted(torch.nn.Module):
+    """A MobileNet-like block between dense convolutions: expansion, depthwise, squeeze-excite, projection."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.stem_bn = torch.nn.Conv2d(3, 17, 3, padding=1), torch.nn.BatchNorm2d(17)
+        self.expand, self.expand_bn = torch.nn.Conv2d(17, 67, 1), torch.nn.BatchNorm2d(67)
+        self.depthwise = torch.nn.Conv2d(67, 67, 3, padding=1, groups=67)
+        self.depthwise_bn = torch.nn.BatchNorm2d(67)
+        self.squeeze, self.excite = torch.nn.Conv2d(67, 13, 1), torch.nn.Conv2d(13, 67, 1)
+        self.project, self.project_bn = torch.nn.Conv2d(67, 17, 1), torch.nn.BatchNorm2d(17)
+        self.dense = torch.nn.Conv2d(17, 29, 3, padding=1)
+        self.fc = torch.nn.Linear(29, 11)
+
+    def forward(self, x):
+        x = F.relu(self.stem_bn(self.stem(x)))
+        y = F.relu6(self.expand_bn(self.expand(x)))
+        y = F.silu(self.depthwise_bn(self.depthwise(y)))
+        y = y * torch.sigmoid(self.excite(F.relu(self.squeeze(y.mean((2, 3), keepdim=True)))))
+        x = x + self.project_bn(self.project(y))
+        return self.fc(F.relu(self.dense(x)).mean((2, 3)))
+
+
+def example(n=4, size=16):
+    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(0))
+
+
+def choose_and_rewrite(model, x, **options):
+    """compress's steps with the chooser in view: (pruned model, analysis, plan)."""
+    chooser = Chooser("l1", as_batches(x, 1), (x,), round_to=1, **options)
+    with evaluating(model):
+        return plan_and_rewrite(traced(model, (x,)), (x,), chooser)
+
+
+@pytest.mark.parametrize("target", [0.5, 0.3])
+def test_latency_plan_meets_the_macs_and_models_less_time_than_the_score_plan(target):
+    model, x = randomize(Inverted()), example()
+    plans = {allocation: choose_and_rewrite(model, x, target_macs=target, allocation=allocation)
+             for allocation in ("score", "latency")}
+    costs = LatencyModel(plans["score"][1], (x,))
+    original = count_macs(model, (x,))
+    for small, _, _ in plans.values():
+        assert abs(count_macs(small, (x,)) / original - target) <= 0.02 * target
+    time = {name: costs.estimate([len(g.keep) for g in plan.groups]) for name, (_, _, plan) in plans.items()}
+    assert time["latency"] < 0.95 * time["score"]
+    assert plans["latency"][2].info["allocation"] == "latency"
+
+
+def test_latency_plan_rewrites_to_the_masked_original():
+    model, x = randomize(Inverted()), example()
+    small, analysis, plan = choose_and_rewrite(model, x, target_macs=0.4, allocation="latency")
+    small.graph.lint()
+    result = oracle.check(analysis, plan, small, (x,))
+    assert result.exact and result.output_scale > 0 and result.relative < 1e-4
+    for group, entry in zip(analysis.groups, plan.groups):
+        assert len(entry.keep) >= int(np.ceil(MIN_KEEP_FRACTION * group.size))
+
+
+def test_expansion_around_a_depthwise_conv_costs_more_time_per_mac_than_a_dense_group():
+    model, x = randomize(Inverted()), example()
+    with evaluating(model):
+        _, analysis, _ = choose_and_rewrite(model, x, ratio=0.0)
+    costs = LatencyModel(analysis, (x,))
+    rates = costs.time_per_mac(np.full(len(analysis.groups), 0.6))
+    size_of = [g.size for g in analysis.groups]
+    expansion, dense = size_of.index(67), size_of.index(29)
+    assert rates[expansion] > 1.5 * rates[dense]
+    # a depthwise-only cost falls linearly: half the expansion's channels, about half its traffic
+    full = costs.estimate(size_of)
+    half = costs.estimate([s // 2 if s == 67 else s for s in size_of])
+    assert 0 < full - half < full
+
+
+def test_ratio_with_latency_allocation_keeps_the_macs_of_the_uniform_ratio():
+    model, x = randomize(Inverted()), example()
+    uniform = fxprune.compress(model, x, ratio=0.5, round_to=1)
+    latency = fxprune.compress(model, x, ratio=0.5, round_to=1, allocation="latency")
+    macs = count_macs(uniform, (x,))
+    assert abs(count_macs(latency, (x,)) - macs) <= 0.02 * macs
+    assert [len(g.keep) for g in latency.fxprune_plan.groups] != [len(g.keep) for g in uniform.fxprune_plan.groups]
+
+
+def test_unknown_allocation_names_the_argument_and_the_choices():
+    with pytest.raises(InputError, match="allocation: expected one of 'score', 'latency', got 'fast'"):
+        fxprune.compress(Inverted(), example(), target_macs=0.5, allocation="fast")
