@@ -2,7 +2,7 @@
 
     python benchmarks/quality.py                       # generated task, ResNet-20 and VGG, 3 seeds
     python benchmarks/quality.py --data cifar10 --root PATH
-    python benchmarks/quality.py --timing              # MLACP seconds vs depth and calibration size
+    python benchmarks/quality.py --timing              # MLACP seconds vs depth and calibration size (mlacp_time.md)
 
 For each baseline (trained once, cached under results/cache/), each seed (which calibration images
 are drawn) and each MACs target, every method prunes to the same MACs with the same calibration
@@ -45,16 +45,25 @@ ABLATIONS = ("mlacp-r", "mlacp-rg", "mlacp-rc", "mlacp")
 
 
 def uniform_ratio(model, example, target: float) -> float:
-    """The ratio which, removed from every group, leaves ``target`` of the MACs (bisection on the estimate)."""
+    """The ratio which, removed from every group, leaves the MACs closest to ``target``.
+
+    Kept counts move in whole channels (a group of 8 keeps 8, 7, 6, ...), so a uniform ratio reaches
+    only some MACs fractions: the candidates are the ratios where a count changes; the few whose
+    estimate is nearest the target are rewritten and counted, and the nearest count wins.
+    """
     with evaluating(model):
         analysis = analyze_graph(traced(model, (example,)))
         macs = MacsModel(analysis, (example,))
         counts_at = uniform_counts_at(analysis, 1)
-        low, high = 0.0, 0.99
-        for _ in range(40):
-            middle = (low + high) / 2
-            low, high = (middle, high) if macs.estimate(counts_at(middle)) > target * macs.total else (low, middle)
-    return (low + high) / 2
+        candidates = sorted({k / g.size for g in analysis.groups for k in range(g.size)})
+        nearest = sorted(candidates, key=lambda r: abs(macs.estimate(counts_at(r)) / macs.total - target))[:4]
+    original = count_macs(model, (example,))
+
+    def reached(ratio: float) -> float:
+        small = fxprune.compress(model, example, ratio, method="l1", round_to=1)
+        return count_macs(small, (example,)) / original
+
+    return min(nearest, key=lambda r: abs(reached(r) - target))
 
 
 def method_object(name: str, args):
@@ -118,7 +127,6 @@ def evaluate_model(model_name, data, args, rows: list) -> None:
     methods = [m for m in args.methods if m not in quality_peers.PEERS or quality_peers.available()]
     for target in args.targets:
         ratio = uniform_ratio(baseline, example, target)
-        peer_ratio = quality_peers.ratio_for_macs(baseline, example, target) if quality_peers.available() else None
         for seed in range(args.seeds):
             pick = torch.randperm(len(x), generator=torch.Generator().manual_seed(100 + seed))[: args.calibration]
             calibration = [(x[pick[i:i + 64]], y[pick[i:i + 64]]) for i in range(0, len(pick), 64)]
@@ -127,7 +135,7 @@ def evaluate_model(model_name, data, args, rows: list) -> None:
                     continue
                 torch.manual_seed(seed)
                 if name in quality_peers.PEERS:
-                    row = run_peer(name, baseline, calibration, peer_ratio, (xt, yt), args)
+                    row = run_peer(name, baseline, calibration, ratio, (xt, yt), args)
                 else:
                     row = run_fxprune(name, baseline, calibration, ratio, (xt, yt), args)
                 macs = count_macs(row["model"], (example,)) / count_macs(baseline, (example,))
@@ -139,18 +147,26 @@ def evaluate_model(model_name, data, args, rows: list) -> None:
                       f"ft {row['finetuned']:.4f} ({row['seconds']:.1f}s)", flush=True)
 
 
+TIMING_RUNS = [(20, 512), (32, 512), (56, 128), (56, 256), (56, 512)]  # depth at 512 images, then calibration size
+
+
 def timing(args) -> None:
-    """MLACP seconds on CIFAR-style ResNets of growing depth and calibration size (untrained weights)."""
-    lines = ["| model | calibration images | groups | MLACP seconds |", "| --- | --- | --- | --- |"]
-    for depth, images in [(20, 128), (20, 512), (56, 128), (56, 512)][: args.timing_runs]:
+    """MLACP seconds on CIFAR-style ResNets (width 16) of growing depth and calibration size (untrained weights)."""
+    lines = ["| model | calibration images | groups | MLACP seconds (whole compress call) | seconds per group |",
+             "| --- | --- | --- | --- | --- |"]
+    for depth, images in TIMING_RUNS[: args.timing_runs]:
         model = MODELS[f"resnet{depth}"]().eval()
-        data = [(generate(64, 7 + i)[0],) for i in range(images // 64)]
+        data = [generate(64, 7 + i)[0] for i in range(images // 64)]
         method = fxprune.MLACP(progress=False, steps=args.steps, lr=args.lr)
-        small, seconds = timed(fxprune.compress, model, [d[0] for d in data], 0.5, method=method, round_to=1,
-                               max_batches=None)
-        lines.append(f"| ResNet-{depth} | {images} | {len(small.fxprune_log)} | {seconds:.0f} |")
+        small, seconds = timed(fxprune.compress, model, data, 0.5, method=method, round_to=1, max_batches=None)
+        groups = len(small.fxprune_log)
+        lines.append(f"| ResNet-{depth} | {images} | {groups} | {seconds:.0f} | {seconds / groups:.1f} |")
         print(lines[-1], flush=True)
-    (RESULTS / "quality_timing.md").write_text("\n".join(lines) + "\n")
+    command = f"python benchmarks/quality.py --timing --timing-runs {args.timing_runs} --threads {args.threads}"
+    header = ["# MLACP time vs depth and calibration size", "", f"    {command}", "",
+              f"Ratio 0.5, {args.steps} SGD steps per group, batches of 64 images (labels: the baseline's "
+              f"predictions), {args.threads} thread(s), CPU; untrained weights (time does not depend on them).", ""]
+    (RESULTS / "mlacp_time.md").write_text("\n".join(header + lines) + "\n")
 
 
 def main(argv=None) -> None:
@@ -174,7 +190,7 @@ def main(argv=None) -> None:
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--timing", action="store_true")
-    parser.add_argument("--timing-runs", type=int, default=4)
+    parser.add_argument("--timing-runs", type=int, default=len(TIMING_RUNS))
     parser.add_argument("--output", default="quality")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -1,4 +1,4 @@
-"""The benchmark's baselines: CIFAR-style ResNet-20/56 (He et al. 2016, 1×1-conv shortcuts) and a small VGG."""
+"""The benchmark's baselines: CIFAR-style ResNet-20/32/56 (He et al. 2016, 1×1-conv shortcuts) and a small VGG."""
 
 from __future__ import annotations
 
@@ -67,5 +67,6 @@ MODELS = {  # narrow variants train to >90% on the generated task in minutes on 
     "resnet20-w8": lambda: CifarResNet(20, width=8),
     "vgg-small": lambda: SmallVGG((16, 16, "M", 32, 32, "M", 64, 64, "M")),
     "resnet20": lambda: CifarResNet(20),
+    "resnet32": lambda: CifarResNet(32),
     "resnet56": lambda: CifarResNet(56),
 }

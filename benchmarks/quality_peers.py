@@ -1,8 +1,10 @@
 """Torch-Pruning 1.6.1 as the peer of the quality benchmark (``pip install -e ".[bench]"``).
 
 Its ``GroupMagnitudeImportance`` and ``GroupTaylorImportance`` prune each layer by one ratio
-(its default, local pruning), the classifier kept; the ratio is searched until the MACs match
-fxprune's target (counted by the same FLOP counter).
+(its default, local pruning), the classifier kept. Torch-Pruning keeps ``int(size · (1 − ratio))``
+channels of a layer where fxprune keeps ``size − floor(ratio · size)``; each convolution gets the
+ratio that makes the two agree, so both prune the same number of channels from every group and
+reach the same MACs.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from fxprune.measure import count_macs
+from fxprune.plan import kept_count
 
 PEERS = ("tp_magnitude", "tp_taylor")
 
@@ -37,21 +39,16 @@ def _prune(model, example, ratio: float, kind: str, calibration) -> torch.nn.Mod
     else:
         importance = tp.importance.GroupMagnitudeImportance(p=2)
     pruner = tp.pruner.MetaPruner(model, example, importance=importance, pruning_ratio=ratio,
-                                  ignored_layers=[model.fc])
+                                  pruning_ratio_dict=_matching_ratios(model, ratio), ignored_layers=[model.fc])
     pruner.step()
     model.zero_grad(set_to_none=True)
     return model.eval()
 
 
-def ratio_for_macs(model, example, target: float) -> float:
-    """The uniform Torch-Pruning ratio whose pruned model keeps ``target`` of the MACs (bisection)."""
-    original = count_macs(model, (example,))
-    low, high = 0.0, 0.95
-    for _ in range(10):
-        middle = (low + high) / 2
-        kept = count_macs(_prune(model, example, middle, "tp_magnitude", []), (example,)) / original
-        low, high = (middle, high) if kept > target else (low, middle)
-    return (low + high) / 2
+def _matching_ratios(model, ratio: float) -> dict:
+    """Per convolution, the Torch-Pruning ratio under which it keeps as many channels as fxprune's ``ratio``."""
+    return {m: 1 - (kept_count(m.out_channels, ratio, 1) + 0.5) / m.out_channels
+            for m in model.modules() if isinstance(m, torch.nn.Conv2d)}
 
 
 def prune(model, example, ratio: float, kind: str, calibration) -> torch.nn.Module:
