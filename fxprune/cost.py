@@ -25,9 +25,10 @@ risk to accuracy for the same MACs.
 >>> model.estimate([g.size // 2 for g in analysis.groups]) / model.total   # doctest: +SKIP
 0.31
 
-What deployment runtimes fold away costs nothing: views and reshapes, dropout, and a BatchNorm or a
-ReLU-like activation that directly follows a convolution or linear layer (ONNX Runtime folds the
-norm into the weights and fuses the activation into the kernel). ``ELEMENT_COST`` — one tensor
+What deployment runtimes fold away costs nothing: views and reshapes, dropout, a BatchNorm or a
+ReLU-like activation that directly follows a convolution or linear layer, and a residual add of such
+an output (ONNX Runtime folds the norm into the weights and fuses the activation and the add into
+the convolution kernel). ``ELEMENT_COST`` — one tensor
 element read or written, in MACs — was fitted on ONNX Runtime CPU (one thread, batch 8) to the
 latencies of mobilenet_v2, efficientnet_b0, regnet_y_800mf, convnext_tiny, densenet121 and resnet18,
 original and uniformly pruned at ratios 0.25 and 0.5 (``benchmarks/latency_calibration.py``; 10.0,
@@ -59,6 +60,7 @@ _FREE_MODULES = (torch.nn.Flatten, torch.nn.Unflatten, torch.nn.Identity, torch.
 _FUSED_MODULES = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.ReLU, torch.nn.ReLU6, torch.nn.Hardtanh,
                   torch.nn.LeakyReLU)
 _FUSED_FUNCTIONS = {F.relu, torch.relu, F.relu6, F.hardtanh, F.leaky_relu, F.batch_norm}
+_FUSED_ADDS = {operator.add, torch.add}
 _PRODUCERS = (torch.nn.modules.conv._ConvNd, torch.nn.Linear)
 _PRODUCER_FUNCTIONS = {F.conv1d, F.conv2d, F.conv3d, F.linear}
 
@@ -76,18 +78,22 @@ def _is_free(gm, node) -> bool:
             or (node.op == "call_function" and op in _FREE_FUNCTIONS))
 
 
+def _from_producer(gm, source, fused: set) -> bool:
+    """Whether ``source`` is a conv/linear output (or a fused op on one) read by one node only."""
+    if not isinstance(source, torch.fx.Node) or len(source.users) != 1:
+        return False
+    producer = _op(gm, source) if source.op in ("call_module", "call_function") else None
+    return source in fused or isinstance(producer, _PRODUCERS) or producer in _PRODUCER_FUNCTIONS
+
+
 def _fused(gm, node, fused: set) -> bool:
-    """A norm or ReLU-like op whose only input comes straight from a conv/linear (or such a fused op)."""
+    """A norm or ReLU-like op on a conv/linear output, or a residual add of one (the runtime fuses both)."""
     op = _op(gm, node)
+    if node.op == "call_function" and op in _FUSED_ADDS:
+        return any(_from_producer(gm, a, fused) for a in node.args[:2])
     if not (isinstance(op, _FUSED_MODULES) or (node.op == "call_function" and op in _FUSED_FUNCTIONS)):
         return False
-    source = node.args[0] if node.args and isinstance(node.args[0], torch.fx.Node) else None
-    if source is None or len(source.users) != 1:
-        return False
-    if source in fused:
-        return True
-    producer = _op(gm, source) if source.op in ("call_module", "call_function") else None
-    return isinstance(producer, _PRODUCERS) or producer in _PRODUCER_FUNCTIONS
+    return bool(node.args) and _from_producer(gm, node.args[0], fused)
 
 
 class LatencyModel:

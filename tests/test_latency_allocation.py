@@ -106,3 +106,13 @@ def test_ratio_with_latency_allocation_keeps_the_macs_of_the_uniform_ratio():
 def test_unknown_allocation_names_the_argument_and_the_choices():
     with pytest.raises(InputError, match="allocation: expected one of 'score', 'latency', got 'fast'"):
         fxprune.compress(Inverted(), example(), target_macs=0.5, allocation="fast")
+
+
+def test_ops_the_runtime_fuses_into_a_convolution_cost_no_traffic():
+    model, x = randomize(Inverted()), example()
+    with evaluating(model):
+        gm = traced(model, (x,))
+    charged = LatencyModel._traffic(gm)
+    assert "stem_bn" not in charged and "expand_bn" not in charged  # BatchNorm folded, ReLU fused
+    assert charged["add"] == 1  # the residual add is fused into the projection: only the next conv reads it
+    assert charged["silu"] == 3 and charged["mul"] == 2  # written, then read by the SE pool and gate / the projection
