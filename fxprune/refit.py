@@ -14,6 +14,8 @@ convolutions and functional layers are left as they are.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -87,22 +89,31 @@ def _solve(module, xtx: torch.Tensor, xty: torch.Tensor, columns: np.ndarray) ->
         weight.index_copy_(1, torch.as_tensor(columns, device=weight.device), new)
 
 
-def refit_layer(gm, node, module, columns, batches: list[Batch], originals: list[torch.Tensor]) -> None:
-    """Refit ``module``'s input ``columns`` so its output on ``batches`` matches ``originals``."""
-    start = list(gm.graph.nodes).index(node)
-    source = node.args[0].name
+def refit_columns(module, columns: np.ndarray, inputs: Iterable[torch.Tensor], originals: list[torch.Tensor]) -> None:
+    """Refit ``module``'s input ``columns`` so that its outputs on ``inputs`` (one per batch) match ``originals``.
+
+    The same rows are drawn from every batch whatever the caller (seed 0), so the refit after a
+    criterion and MLACP's least-squares start give the same solution on the same inputs.
+    """
     kernel = int(np.prod(module.weight.shape[2:])) if module.weight.dim() > 2 else 1
     wanted = (torch.as_tensor(columns)[:, None] * kernel + torch.arange(kernel)).reshape(-1)
     xtx, xty = 0, 0
     generator = torch.Generator().manual_seed(0)
-    for batch, original in zip(batches, originals):
-        with torch.no_grad():
-            x = prefix_values(gm, batch.inputs, start)[source]
-            rows, targets = _patches(module, x)[:, wanted], _targets(module, original)
-        pick = torch.randperm(len(rows), generator=generator)[:ROWS_PER_BATCH]
-        rows, targets = rows[pick].double(), targets[pick].double()
-        xtx, xty = xtx + rows.T @ rows, xty + rows.T @ targets
+    with torch.no_grad():
+        for x, original in zip(inputs, originals):
+            patches, targets = _patches(module, x), _targets(module, original)
+            pick = torch.randperm(len(patches), generator=generator)[:ROWS_PER_BATCH]
+            rows, targets = patches[pick][:, wanted].double(), targets[pick].double()
+            xtx, xty = xtx + rows.T @ rows, xty + rows.T @ targets
     _solve(module, xtx, xty, columns)
+
+
+def refit_layer(gm, node, module, columns, batches: list[Batch], originals: list[torch.Tensor]) -> None:
+    """Refit ``module``'s input ``columns`` so its output on ``batches`` matches ``originals``."""
+    start = list(gm.graph.nodes).index(node)
+    source = node.args[0].name
+    inputs = (prefix_values(gm, batch.inputs, start)[source] for batch in batches)  # one batch at a time
+    refit_columns(module, columns, inputs, originals)
 
 
 def refit(analysis: Analysis, plan: Plan, batches: list[Batch]) -> int:

@@ -11,10 +11,7 @@ from the group's prefix (``capture.Prefixes``) instead of from the model's input
 
 from __future__ import annotations
 
-import numpy as np
-import torch
-
-from ..refit import ROWS_PER_BATCH, _patches, _solve, _targets, plain_layer
+from ..refit import plain_layer, refit_columns
 from .capture import Prefixes
 from .masks import ChannelMasks
 
@@ -38,25 +35,10 @@ def least_squares_start(gm, site, masks: ChannelMasks, batches, features, prefix
         columns = mask.transpose(0, 1).reshape(mask.shape[1], -1).any(1).nonzero().flatten().numpy()
         source = node.args[0].name
         values = [env[source] for env in inputs.at(position[node])]
-        _refit_columns(gm.get_submodule(node.target), columns, values, [f[node.name] for f in features])
+        refit_columns(gm.get_submodule(node.target), columns, values, [f[node.name] for f in features])
         masks.apply([name])
         done += 1
     return done
-
-
-def _refit_columns(module, columns: np.ndarray, inputs, originals: list[torch.Tensor]) -> None:
-    """``refit.refit_layer`` on given inputs: the same random rows per batch, the same solution."""
-    kernel = int(np.prod(module.weight.shape[2:])) if module.weight.dim() > 2 else 1
-    wanted = (torch.as_tensor(columns)[:, None] * kernel + torch.arange(kernel)).reshape(-1)
-    xtx, xty = 0, 0
-    generator = torch.Generator().manual_seed(0)
-    for x, original in zip(inputs, originals):
-        with torch.no_grad():
-            patches, targets = _patches(module, x), _targets(module, original)
-        pick = torch.randperm(len(patches), generator=generator)[:ROWS_PER_BATCH]
-        rows, targets = patches[pick][:, wanted].double(), targets[pick].double()
-        xtx, xty = xtx + rows.T @ rows, xty + rows.T @ targets
-    _solve(module, xtx, xty, columns)
 
 
 __all__ = ["least_squares_start"]
