@@ -75,6 +75,23 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ratio", type=float, default=0.5, help="fraction of channels removed per group")
     parser.add_argument("--method", default="l1", help="channel criterion: l1, l2, bn_scale, taylor, mlacp, ...")
     parser.add_argument("--round-to", type=int, default=8, help="kept channel counts are multiples of this")
+    parser.add_argument("--target-macs", type=float, default=None,
+                        help="instead of --ratio: the fraction of the original MACs to keep")
+    parser.add_argument("--allocation", default="score", choices=["score", "latency"],
+                        help="how channels are shared out between groups: by score (default), or by score "
+                             "over modelled latency saved (faster on CPU, uneven plan)")
+
+
+def _budget(args) -> str:
+    """How much is removed, in words: ``ratio 0.5`` or ``target_macs 0.3``, with a non-default allocation."""
+    budget = f"ratio {args.ratio}" if args.target_macs is None else f"target_macs {args.target_macs}"
+    return budget + (f", {args.allocation} allocation" if args.allocation != "score" else "")
+
+
+def _compress_options(args, ratio: float | None = None) -> dict:
+    """The ``compress`` keyword arguments the command line sets."""
+    return {"ratio": args.ratio if ratio is None else ratio, "method": args.method, "round_to": args.round_to,
+            "target_macs": args.target_macs, "allocation": args.allocation}
 
 
 def _example(args) -> torch.Tensor:
@@ -86,9 +103,9 @@ def _compress_command(args) -> None:
     model = load_model(args.model, args.weights)
     data = load_data(args.data, args.size, args.samples, args.batch_size, args.in_channels)
     example = (_example(args),)
-    steps.update(), steps.set_description(f"compress ({args.method}, ratio {args.ratio})")
+    steps.update(), steps.set_description(f"compress ({args.method}, {_budget(args)})")
     start = time.perf_counter()
-    small = compress(model, data, ratio=args.ratio, method=args.method, round_to=args.round_to)
+    small = compress(model, data, **_compress_options(args))
     seconds = time.perf_counter() - start
     steps.update(), steps.set_description("measure")
     params, macs = (count_parameters(model), count_parameters(small)), (count_macs(model, example),
@@ -98,7 +115,7 @@ def _compress_command(args) -> None:
     if args.save:
         save(small, args.save)
     steps.update(), steps.close()
-    print(f"compressed {args.model} in {seconds:.1f} s ({args.method}, ratio {args.ratio}, round_to {args.round_to})")
+    print(f"compressed {args.model} in {seconds:.1f} s ({args.method}, {_budget(args)}, round_to {args.round_to})")
     print(f"parameters {params[0]:>14,} -> {params[1]:>14,}  ({params[0] / params[1]:.2f}x fewer)")
     print(f"MACs       {macs[0]:>14,} -> {macs[1]:>14,}  ({macs[0] / macs[1]:.2f}x fewer)")
     if result:
@@ -154,7 +171,7 @@ def _inspect_command(args) -> None:
     print(f"\nfrozen groups ({len(report.frozen)}), and why:")
     for group in report.frozen:
         print(f"  {group.channels:5d} channels  {', '.join(group.layers[:3])}: {group.frozen_reason}")
-    small = compress(model, example, ratio=args.ratio, method=args.method, round_to=args.round_to)
+    small = compress(model, example, **_compress_options(args))
     rows = layer_widths(model, small)
     print(f"\nchannels per layer at ratio {args.ratio} (round_to {args.round_to}):")
     for name, kind, before, after in rows:
@@ -172,9 +189,9 @@ def _bench_command(args) -> None:
     for line in skipped:
         print(line)
     variants = {"original": model}
-    for ratio in tqdm(args.ratios, desc="compress"):
-        variants[f"ratio {ratio}"] = compress(model, example, ratio=ratio, method=args.method,
-                                              round_to=args.round_to)
+    budgets = {f"ratio {r}": r for r in args.ratios} if args.target_macs is None else {f"MACs {args.target_macs}": None}
+    for name, ratio in tqdm(budgets.items(), desc="compress"):
+        variants[name] = compress(model, example, **_compress_options(args, ratio))
     macs = {name: count_macs(m, (example,)) for name, m in variants.items()}
     with tempfile.TemporaryDirectory() as folder:
         paths = {name: Path(folder) / f"{i}.onnx" for i, name in enumerate(variants)}
@@ -200,7 +217,7 @@ def _bench_command(args) -> None:
 def _demo_command(args) -> None:
     """What ``python -m fxprune`` shows: compress resnet18 on generated data, print what changed."""
     args.data, args.samples, args.batch_size, args.out, args.save, args.weights = "synthetic", 8, 8, None, None, None
-    args.in_channels, args.round_to = 3, 8
+    args.in_channels, args.round_to, args.target_macs, args.allocation = 3, 8, None, "score"
     _compress_command(args)
 
 

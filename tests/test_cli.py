@@ -23,6 +23,15 @@ def test_compress_accepts_module_colon_callable(capsys):
     assert "parameters" in capsys.readouterr().out
 
 
+def test_compress_to_a_macs_budget_with_latency_allocation(tmp_path, capsys):
+    folder = tmp_path / "small.fxprune"
+    code = main(["compress", "mobilenet_v2", "--size", "32", "--samples", "2", "--target-macs", "0.4",
+                 "--allocation", "latency", "--save", str(folder)])
+    assert code == 0 and "target_macs 0.4, latency allocation" in capsys.readouterr().out
+    plan = fxprune.load(folder, torchvision.models.mobilenet_v2()).fxprune_plan
+    assert plan.info["target_macs"] == 0.4 and plan.info["allocation"] == "latency"
+
+
 def test_unknown_model_is_a_clear_error(capsys):
     assert main(["compress", "no_such_net", "--size", "32"]) == 1
     assert "not a torchvision model name" in capsys.readouterr().err
