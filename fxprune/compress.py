@@ -12,7 +12,7 @@ import torch.fx
 from .analysis import Analysis, analyze_graph
 from .batchnorm import recalibrate_bn as recalibrate_batch_norms
 from .errors import InputError, RewriteError
-from .inputs import as_batches, example_inputs, input_specs, model_device
+from .inputs import as_batches, example_inputs, input_specs, model_device, required_inputs
 from .modes import dropped_modules, rehost, training_graph
 from .plan import Plan
 from .report import Report
@@ -139,7 +139,7 @@ def compress(model: torch.nn.Module, data, ratio: float = 0.5, *, method="l1", i
     """
     _check_arguments(model, ratio, round_to)
     check_target_macs(target_macs)
-    batches = as_batches(data, max_batches, model_device(model))
+    batches = as_batches(data, max_batches, model_device(model), required_inputs(model))
     inputs = example_inputs(batches)
     choose = Chooser(method, batches, inputs, ratio, target_macs, round_to, refit, allocation)
 
@@ -159,7 +159,7 @@ def analyze(model: torch.nn.Module, example, *, ignore=(), leaf_modules=()) -> R
     """The coupled channel groups of ``model``: what can be pruned, and why the rest cannot."""
     if not isinstance(model, torch.nn.Module):
         raise InputError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
-    inputs = example_inputs(as_batches(example, 1))
+    inputs = example_inputs(as_batches(example, 1, required=required_inputs(model)))
     with evaluating(model):
         gm = traced(model, inputs, leaf_modules)
         return Report(analyze_graph(gm, ignore))
@@ -167,7 +167,7 @@ def analyze(model: torch.nn.Module, example, *, ignore=(), leaf_modules=()) -> R
 
 def apply_plan(model: torch.nn.Module, example, plan: Plan, *, leaf_modules=()) -> torch.fx.GraphModule:
     """Re-apply a saved plan to a fresh instance of the model it was made for."""
-    inputs = example_inputs(as_batches(example, 1))
+    inputs = example_inputs(as_batches(example, 1, required=required_inputs(model)))
     with evaluating(model):
         small, _ = _prune(model, inputs, leaf_modules, lambda analysis: plan)
     small.fxprune_plan = plan

@@ -8,6 +8,7 @@ tensor or ``None``.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import math
 from dataclasses import dataclass
@@ -39,10 +40,22 @@ def _looks_like_targets(inputs, targets) -> bool:
     )
 
 
-def _to_batch(item, where: str) -> Batch:
+def required_inputs(model: torch.nn.Module) -> int | None:
+    """How many positional arguments ``model.forward`` requires (None when it takes ``*args``)."""
+    try:
+        parameters = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.VAR_POSITIONAL for p in parameters):
+        return None
+    return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty for p in parameters)
+
+
+def _to_batch(item, where: str, required: int | None = None) -> Batch:
     if isinstance(item, torch.Tensor):
         return Batch((item,))
-    if isinstance(item, (tuple, list)) and len(item) == 2 and _looks_like_targets(*item):
+    pair = isinstance(item, (tuple, list)) and len(item) == 2
+    if pair and (required is None or required < 2) and _looks_like_targets(*item):
         return Batch((item[0],), item[1])
     if isinstance(item, (tuple, list)) and item and all(isinstance(t, torch.Tensor) for t in item):
         return Batch(tuple(item))
@@ -71,22 +84,25 @@ def _check_device(batch: Batch, where: str, device: torch.device | None) -> None
                              f"move the data (x.to({str(device)!r})) or the model")
 
 
-def as_batches(data, max_batches: int | None = None, device: torch.device | None = None) -> list[Batch]:
+def as_batches(data, max_batches: int | None = None, device: torch.device | None = None,
+               required: int | None = None) -> list[Batch]:
     """Normalise ``data`` to at most ``max_batches`` batches (all of them when ``None``).
 
     ``device``: where the model's weights are; inputs elsewhere are refused before anything runs.
+    ``required``: how many inputs the model requires (``required_inputs``); a model that requires
+    two reads an ``(x, ids)`` pair as its two inputs even when ``ids`` looks like integer labels.
     """
     if data is None:
         raise InputError("data: got None; pass a tensor of example inputs, an (inputs, targets) pair, "
                          "or a DataLoader")
     if isinstance(data, (torch.Tensor, tuple)):  # one batch; a list is a list of batches
-        batches = [_to_batch(data, "the value given")]
+        batches = [_to_batch(data, "the value given", required)]
     else:
         if not hasattr(data, "__iter__"):
             raise InputError(f"data: a {type(data).__name__} is neither a tensor nor iterable")
         limit = max_batches if max_batches is not None else math.inf
         items = itertools.islice(iter(data), None if limit == math.inf else int(limit))
-        batches = [_to_batch(item, f"item {i}") for i, item in enumerate(items)]
+        batches = [_to_batch(item, f"item {i}", required) for i, item in enumerate(items)]
     if not batches or batches[0].size == 0:
         raise InputError("data: it is empty; pass at least one example input")
     for i, batch in enumerate(batches):

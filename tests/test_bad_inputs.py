@@ -31,11 +31,11 @@ class DictOutput(nn.Module):
 
 
 class Tokens(nn.Module):
-    """Integer token ids are a model's legitimate input: the embedding stays, the layers after it shrink."""
+    """Integer token ids are a model's legitimate input: the embedding's rows stay, its width may shrink."""
 
-    def __init__(self):
+    def __init__(self, max_norm=None):
         super().__init__()
-        self.embed, self.hidden, self.out = nn.Embedding(19, 7), nn.Linear(7, 11), nn.Linear(11, 3)
+        self.embed, self.hidden, self.out = nn.Embedding(19, 7, max_norm=max_norm), nn.Linear(7, 11), nn.Linear(11, 3)
 
     def forward(self, tokens):
         return self.out(torch.relu(self.hidden(self.embed(tokens)))).mean(1)
@@ -56,12 +56,37 @@ def test_integer_inputs_to_a_float_model_are_named_with_their_dtype():
 def test_integer_token_inputs_compress():
     small, analysis, plan, result = compress_checked(randomize(Tokens()), (torch.randint(0, 19, (2, 6)),))
     assert result.exact and small.get_submodule("hidden").out_features < 11
+    assert small.get_submodule("embed").weight.shape == (19, 4) and small.get_submodule("embed").embedding_dim == 4
+
+
+def test_an_embedding_with_max_norm_keeps_its_width():
+    """``max_norm`` rescales each row by its norm over all columns: removing a column changes the rest."""
+    small, *_ = compress_checked(randomize(Tokens(max_norm=1.0)), (torch.randint(0, 19, (2, 6)),))
+    assert small.get_submodule("embed").embedding_dim == 7
 
 
 def test_several_inputs_are_passed_as_a_tuple():
     x, y = torch.randn(2, 3, 8, 8), torch.randn(2, 5, 8, 8)
     small, *_ = compress_checked(randomize(TwoInputs()), (x, y))
     assert fxprune.compress(randomize(TwoInputs()), (x, y), round_to=1)(x, y).shape == small(x, y).shape
+
+
+class FeaturesAndIds(nn.Module):
+    """Two inputs, the second integer ids of one per sample: an (x, ids) pair that looks like (x, labels)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.embed, self.head = nn.Conv2d(3, 8, 3), nn.Embedding(4, 8), nn.Linear(8, 5)
+
+    def forward(self, x, ids):
+        return self.head(torch.relu(self.conv(x)).mean((2, 3)) + self.embed(ids))
+
+
+def test_a_model_requiring_two_inputs_reads_an_integer_second_tensor_as_an_input():
+    x, ids = torch.randn(2, 3, 8, 8), torch.tensor([1, 3])
+    small = fxprune.compress(randomize(FeaturesAndIds()), (x, ids), round_to=1)
+    assert small(x, ids).shape == (2, 5) and small.get_submodule("conv").out_channels == 4
+    assert compress_checked(randomize(FeaturesAndIds()), (x, ids))[3].exact
 
 
 def test_missing_inputs_are_named():

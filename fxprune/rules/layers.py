@@ -125,6 +125,24 @@ def linear_function(view: NodeView):
     return linear_ties(view, x, view.out(), weight, view.key_of(view.arg(2, "bias")))
 
 
+def _shrink_embedding(view: NodeView, ctx):
+    view.module.embedding_dim = view.module.weight.shape[1]
+
+
+@register(nn.Embedding, shrink=_shrink_embedding)
+def embedding_module(view: NodeView):
+    """``y = weight[ids]``: y's last dim is the weight's columns, its other dims are the ids' dims.
+
+    The rows (one per id) stay. With ``max_norm`` each looked-up row is rescaled by its norm over
+    all columns, which mixes them, so the columns stay too.
+    """
+    ids, y = view.tensor_args()[0], view.out()
+    ties = same_dims(ids, y, view)
+    if view.module.max_norm is None:
+        ties.append(Tie(DimRef(y, len(view.shape(y)) - 1), DimRef(view.param("weight"), 1)))
+    return ties
+
+
 def norm_ties(view: NodeView, x: str, y: str, params: list[str | None], channel: int):
     """Per-channel normalisation: channel c of x = channel c of y = entry c of every parameter."""
     yield from same_dims(x, y, view)
