@@ -71,7 +71,7 @@ def method_object(name: str, args):
         terms = {"mlacp-r": ("reconstruction",), "mlacp-rg": ("reconstruction", "gram"),
                  "mlacp-rc": ("reconstruction", "classification")}.get(name, fxprune.mlacp.TERMS)
         return fxprune.MLACP(terms=terms, steps=args.steps, lr=args.lr, alpha=args.alpha, beta=args.beta,
-                             progress=False)
+                             least_squares=not args.no_least_squares, progress=False)
     return name
 
 
@@ -182,12 +182,13 @@ def main(argv=None) -> None:
     parser.add_argument("--train-steps", type=int, default=500)
     parser.add_argument("--test", type=int, default=500)
     parser.add_argument("--finetune-steps", type=int, default=30)
-    parser.add_argument("--steps", type=int, default=5, help="MLACP SGD steps per group")
+    parser.add_argument("--steps", type=int, default=fxprune.MLACP.steps, help="MLACP SGD steps per group")
     parser.add_argument("--ablation-targets", nargs="+", type=float, default=[0.5],
                         help="targets at which the MLACP ablations run (the full method runs at every target)")
-    parser.add_argument("--lr", type=float, default=0.05)
-    parser.add_argument("--alpha", type=float, default=1.0)
-    parser.add_argument("--beta", type=float, default=0.1)
+    parser.add_argument("--lr", type=float, default=fxprune.MLACP.lr)
+    parser.add_argument("--alpha", type=float, default=fxprune.MLACP.alpha)
+    parser.add_argument("--beta", type=float, default=fxprune.MLACP.beta)
+    parser.add_argument("--no-least-squares", action="store_true", help="MLACP: SGD steps from the pruned weights")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--timing", action="store_true")
     parser.add_argument("--timing-runs", type=int, default=len(TIMING_RUNS))
