@@ -120,9 +120,9 @@ def verify_shapes(gm: torch.fx.GraphModule, inputs: tuple, expected: dict[str, t
         with torch.no_grad():
             ShapePropagation(gm).propagate(*inputs)
     except Exception as error:
-        failed = next((n for n in gm.graph.nodes if n.op != "output" and "tensor_meta" not in n.meta), None)
-        raise RewriteError(f"the rewritten graph fails at node {failed.name if failed else '?'}: {error}",
-                           [failed.name] if failed else []) from error
+        failed = getattr(error, "fxprune_node", None)  # set by ShapePropagation
+        raise RewriteError(f"the rewritten graph fails at node {failed or '?'}: {error}",
+                           [failed] if failed else []) from error
     wrong = [n.name for n in gm.graph.nodes if n.op != "output"
              for p, shape in tensor_shapes(n).items()
              if output_key(n, p) in expected and tuple(shape) != expected[output_key(n, p)]]

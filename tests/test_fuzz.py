@@ -43,3 +43,11 @@ def test_channel_shuffle_with_one_channel_per_group_is_refrozen_not_broken():
     spec = (("upsample", 2, "interpolate"), ("shuffle", 2), ("concat", 1, 4), ("residual", 3, False), ("se", 1),
             ("head", "flatten", 1))
     assert check(spec, 0.5) == "pruned"
+
+
+def test_a_failing_view_after_size_calls_is_the_node_frozen_on_retry():
+    """The run fails at a ``view`` whose sizes come from ``size()`` calls: the retry must freeze the view
+    that failed, not the first node that records no tensor (a ``size`` call never does)."""
+    spec = (("upsample", 2, "transposed"), ("split", 1, 2), ("shuffle", 2), ("conv", 6, 3, 2, False), ("split", 1, 2),
+            ("shuffle", 2), ("se", 4), ("head", "pool", 5))
+    assert check(spec, 0.7) == "pruned"
