@@ -9,6 +9,8 @@ the model. Each model runs in its own process, so peaks do not leak from one mod
     python benchmarks/coverage.py                       # all classification models, ratio 0.5
     python benchmarks/coverage.py --families classification segmentation video
     python benchmarks/coverage.py resnet50 vit_b_16     # a few by name
+    python benchmarks/coverage.py --export              # also export each pruned model to ONNX and
+                                                        # compare ONNX Runtime with PyTorch (coverage_export.md)
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ RESULTS = Path(__file__).parent / "results"
 FIELDS = ["model", "family", "status", "params_before", "params_after", "params_x", "macs_before", "macs_after",
           "macs_x", "oracle", "oracle_rel_diff", "trace_s", "analyze_rewrite_s", "criterion_s", "peak_mb", "nodes",
           "groups", "frozen_groups", "error"]
+EXPORT_FIELDS = ["model", "status", "export", "export_rel_diff", "exporter", "export_s", "error"]
 
 
 def _memory_kb(field: str) -> int:
@@ -48,7 +51,7 @@ def _example(name: str, family: str):
     return (torch.randn(1, 3, size, size),)
 
 
-def measure(name: str, family: str, ratio: float) -> dict:
+def measure(name: str, family: str, ratio: float, export: bool = False) -> dict:
     """Compress one model in this process and return one row of the table."""
     import torch
     import torchvision
@@ -95,11 +98,30 @@ def measure(name: str, family: str, ratio: float) -> dict:
     row["params_x"] = round(row["params_before"] / row["params_after"], 2)
     row["macs_x"] = round(row["macs_before"] / row["macs_after"], 2)
     row["status"] = "ok" if row["oracle"] != "FAIL" else "oracle failed"
+    if export:
+        row.update(_export_parity(small, inputs))
     return row
 
 
-def run_isolated(name: str, family: str, ratio: float, timeout: int) -> dict:
+def _export_parity(small, inputs) -> dict:
+    """Export to ONNX and compare ONNX Runtime's output with PyTorch's (relative to the output scale)."""
+    import tempfile
+
+    from fxprune.export import export_onnx
+
+    start = time.perf_counter()
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            result = export_onnx(small, inputs, f"{folder}/model.onnx", tolerance=float("inf"))
+    except Exception as error:  # reported in the table
+        return {"export": "FAIL", "error": f"export: {type(error).__name__}: {error}"[:300]}
+    return {"export": "ok" if result.relative <= 1e-4 else "mismatch", "export_rel_diff": f"{result.relative:.1e}",
+            "exporter": result.exporter, "export_s": round(time.perf_counter() - start, 1)}
+
+
+def run_isolated(name: str, family: str, ratio: float, timeout: int, export: bool = False) -> dict:
     command = [sys.executable, __file__, "--one", name, "--family", family, "--ratio", str(ratio)]
+    command += ["--export"] if export else []
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -117,6 +139,19 @@ def model_names(families: list[str]) -> list[tuple[str, str]]:
     modules = {"classification": torchvision.models, "segmentation": torchvision.models.segmentation,
                "video": torchvision.models.video}
     return [(name, family) for family in families for name in torchvision.models.list_models(module=modules[family])]
+
+
+def write_export_table(rows: list[dict], ratio: float) -> str:
+    """``coverage_export.md``: which pruned models export and how closely ONNX Runtime matches PyTorch."""
+    done = [r for r in rows if r.get("export") == "ok"]
+    others = [r["model"] for r in rows if r.get("export") != "ok"]
+    summary = (f"ratio {ratio}: {len(done)} of {len(rows)} pruned models export to ONNX and match PyTorch within "
+               f"1e-4 of the output scale" + (f" (largest {max(float(r['export_rel_diff']) for r in done):.1e})"
+                                              if done else "") + f"; not: {', '.join(others) or 'none'}.")
+    lines = ["| " + " | ".join(EXPORT_FIELDS) + " |", "|" + "---|" * len(EXPORT_FIELDS)]
+    lines += ["| " + " | ".join(str(r.get(k, "")) for k in EXPORT_FIELDS) + " |" for r in rows]
+    (RESULTS / "coverage_export.md").write_text(summary + "\n\n" + "\n".join(lines) + "\n")
+    return summary
 
 
 def write_tables(rows: list[dict], ratio: float) -> str:
@@ -149,12 +184,13 @@ def main() -> None:
     parser.add_argument("--families", nargs="+", default=["classification"])
     parser.add_argument("--ratio", type=float, default=0.5)
     parser.add_argument("--timeout", type=int, default=900, help="seconds allowed per model")
+    parser.add_argument("--export", action="store_true", help="also export to ONNX and check ONNX Runtime parity")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--family", default="classification", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         try:
-            print(json.dumps(measure(args.one, args.family, args.ratio)))
+            print(json.dumps(measure(args.one, args.family, args.ratio, args.export)))
         except Exception as error:  # reported as a row, not a crash of the sweep
             print(json.dumps({"model": args.one, "family": args.family, "status": "error",
                               "error": f"{type(error).__name__}: {error}"[:300]}))
@@ -164,10 +200,10 @@ def main() -> None:
         names = [(n, f) for n, f in names if n in args.models]
     rows = []
     for name, family in names:
-        rows.append(run_isolated(name, family, args.ratio, args.timeout))
+        rows.append(run_isolated(name, family, args.ratio, args.timeout, args.export))
         print(json.dumps(rows[-1]), flush=True)
-        write_tables(rows, args.ratio)
-    print(write_tables(rows, args.ratio))
+        write_export_table(rows, args.ratio) if args.export else write_tables(rows, args.ratio)
+    print(write_export_table(rows, args.ratio) if args.export else write_tables(rows, args.ratio))
 
 
 if __name__ == "__main__":
