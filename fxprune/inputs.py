@@ -116,7 +116,11 @@ def example_inputs(batches: list[Batch], samples: int = 1) -> tuple:
     return tuple(t[:samples] if t.dim() else t for t in batches[0].inputs)
 
 
+def tensor_spec(shape, dtype: torch.dtype) -> dict:
+    """A JSON-ready shape and dtype (so a saved model can be rebuilt from zeros of that shape)."""
+    return {"shape": list(shape), "dtype": str(dtype).removeprefix("torch.")}
+
+
 def input_specs(inputs: tuple) -> list[dict]:
-    """Shape and dtype of each input tensor, as JSON-ready dicts (so a saved model can be rebuilt)."""
-    return [{"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
-            for t in inputs if isinstance(t, torch.Tensor)]
+    """``tensor_spec`` of each input tensor."""
+    return [tensor_spec(t.shape, t.dtype) for t in inputs if isinstance(t, torch.Tensor)]

@@ -18,6 +18,7 @@ import torch
 
 from .compress import apply_plan
 from .errors import InputError
+from .inputs import tensor_spec
 from .plan import Plan
 
 PLAN_FILE = "plan.json"
@@ -46,7 +47,7 @@ def _input_specs(model: torch.nn.Module) -> list[dict]:
     for node in graph.nodes if graph is not None else []:
         meta = node.meta.get("tensor_meta") if node.op == "placeholder" else None
         if meta is not None and hasattr(meta, "shape"):
-            specs.append({"shape": list(meta.shape), "dtype": str(meta.dtype).removeprefix("torch.")})
+            specs.append(tensor_spec(meta.shape, meta.dtype))
     return specs
 
 
