@@ -3,14 +3,18 @@
     python benchmarks/speed.py                  # resnet50 and densenet201, median of 5 runs
     python benchmarks/speed.py swin_t vit_b_16  # any torchvision models
     python benchmarks/speed.py --scaling        # fit seconds against graph size from coverage.csv
+    python benchmarks/speed.py --peer           # Torch-Pruning's structural pass timed in the same run
 
 Each stage is timed separately; the rewrite includes its own check (one forward pass of the pruned
-model on the example). Denormals are flushed so random weights do not slow the forward passes.
+model on the example, on ``meta`` tensors). The peer's time is its ``MagnitudePruner`` (dependency
+graph) plus ``step()`` at ratio 0.5 on a fresh copy, its L1 importance included. Denormals are
+flushed so random weights do not slow the forward passes.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import math
 import statistics
@@ -29,9 +33,13 @@ from fxprune.rewrite import rewrite
 RESULTS = Path(__file__).parent / "results"
 
 
+def _model_and_inputs(name: str) -> tuple[torch.nn.Module, tuple]:
+    size = 299 if name == "inception_v3" else 224
+    return torchvision.models.get_model(name, weights=None).eval(), (torch.randn(1, 3, size, size),)
+
+
 def time_stages(name: str, repeats: int) -> dict:
-    model = torchvision.models.get_model(name, weights=None).eval()
-    inputs = (torch.randn(1, 3, 299 if name == "inception_v3" else 224, 224 if name != "inception_v3" else 299),)
+    model, inputs = _model_and_inputs(name)
     stages = {"trace_and_shapes": [], "analyze": [], "rewrite": []}
     for _ in range(repeats):
         with evaluating(model):
@@ -53,6 +61,22 @@ def time_stages(name: str, repeats: int) -> dict:
     return row
 
 
+def time_peer(name: str, repeats: int) -> float:
+    """Median seconds of Torch-Pruning's dependency graph + pruning step on a fresh copy of the model."""
+    import torch_pruning_peer
+
+    model, (example,) = _model_and_inputs(name)
+    keep = {id(m) for m in torch_pruning_peer.output_layers(model, example)}
+    times = []
+    for _ in range(repeats):
+        fresh = copy.deepcopy(model)
+        ignored = [m for original, m in zip(model.modules(), fresh.modules()) if id(original) in keep]
+        start = time.perf_counter()
+        torch_pruning_peer.magnitude_pruner(fresh, example, 0.5, ignored, round_to=None).step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def scaling() -> None:
     """Least-squares slope of log(analysis+rewrite seconds) against log(graph nodes) over the sweep."""
     rows = [r for r in csv.DictReader(open(RESULTS / "coverage.csv")) if r["status"] == "ok"]
@@ -69,17 +93,24 @@ def main() -> None:
     parser.add_argument("models", nargs="*", default=["resnet50", "densenet201"])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--scaling", action="store_true")
+    parser.add_argument("--peer", action="store_true", help="also time Torch-Pruning (pip install -e \".[bench]\")")
     args = parser.parse_args()
     if args.scaling:
         return scaling()
     torch.set_flush_denormal(True)
     print(f"threads: {torch.get_num_threads()}")
-    print("| model | nodes | slots | trace+shapes s | analyze s | rewrite s | total s |")
-    print("|---|---|---|---|---|---|---|")
+    columns = ["model", "nodes", "slots", "trace+shapes s", "analyze s", "rewrite s", "total s"]
+    columns += ["Torch-Pruning s", "its time ÷ ours"] if args.peer else []
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
     for name in args.models:
         r = time_stages(name, args.repeats)
+        peer = ""
+        if args.peer:
+            peer_seconds = time_peer(name, args.repeats)
+            peer = f" {peer_seconds:.3f} | {peer_seconds / r['total']:.1f}x |"
         print(f"| {r['model']} | {r['nodes']} | {r['slots']} | {r['trace_and_shapes']:.3f} | {r['analyze']:.3f} "
-              f"| {r['rewrite']:.3f} | {r['total']:.3f} |", flush=True)
+              f"| {r['rewrite']:.3f} | {r['total']:.3f} |{peer}", flush=True)
 
 
 if __name__ == "__main__":

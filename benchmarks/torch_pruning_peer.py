@@ -25,7 +25,7 @@ def available() -> tuple[bool, str]:
     return True, ""
 
 
-def _output_layers(model: torch.nn.Module, example: torch.Tensor) -> list[torch.nn.Module]:
+def output_layers(model: torch.nn.Module, example: torch.Tensor) -> list[torch.nn.Module]:
     """The layers that produce the logits: their output channels are the classes and must stay."""
     with torch.no_grad():
         classes = model(example).shape[1]
@@ -44,16 +44,21 @@ def _fix_attributes(model: torch.nn.Module) -> None:
 
 def prune(model: torch.nn.Module, example: torch.Tensor, ratio: float, round_to: int | None = 8) -> torch.nn.Module:
     """Torch-Pruning's L1 magnitude pruner, uniform ``ratio`` per layer, classifier kept."""
-    import torch_pruning as tp
-
     model = copy.deepcopy(model).eval()
-    heads = {m: m.num_heads for m in model.modules() if isinstance(m, torch.nn.MultiheadAttention)}
-    pruner = tp.pruner.MagnitudePruner(
-        model, example, importance=tp.importance.MagnitudeImportance(p=1), pruning_ratio=ratio,
-        ignored_layers=_output_layers(model, example), round_to=round_to, num_heads=heads)
-    pruner.step()
+    magnitude_pruner(model, example, ratio, output_layers(model, example), round_to).step()
     _fix_attributes(model)
     return model
+
+
+def magnitude_pruner(model: torch.nn.Module, example: torch.Tensor, ratio: float, ignored_layers: list,
+                     round_to: int | None = 8):
+    """Torch-Pruning's dependency graph of ``model`` (built here) and its L1 pruner; ``step()`` prunes in place."""
+    import torch_pruning as tp
+
+    heads = {m: m.num_heads for m in model.modules() if isinstance(m, torch.nn.MultiheadAttention)}
+    return tp.pruner.MagnitudePruner(
+        model, example, importance=tp.importance.MagnitudeImportance(p=1), pruning_ratio=ratio,
+        ignored_layers=ignored_layers, round_to=round_to, num_heads=heads)
 
 
 def prune_to_macs(model: torch.nn.Module, example: torch.Tensor, target_macs: int,

@@ -14,10 +14,11 @@ import torch.fx
 
 from .analysis import Analysis
 from .errors import RewriteError
+from .module_copy import copy_module
 from .plan import Plan, removed_components
 from .rules import NodeView, find_rule
 from .slots import DimRef, SlotTable, canonical_names, output_key
-from .tracing import ShapePropagation, tensor_shapes
+from .tracing import record_shapes, tensor_shapes
 
 
 class ShrinkContext:
@@ -78,29 +79,6 @@ def _sliced_tensors(gm: torch.fx.GraphModule, ctx: ShrinkContext) -> dict[int, t
     return replacements
 
 
-def _copy_module(module: torch.nn.Module, memo: dict[int, object]) -> torch.nn.Module:
-    """A copy of ``module`` with fresh tensors (``memo`` maps ``id`` of an old tensor to its new one).
-
-    Much cheaper than ``copy.deepcopy`` on large models: containers are copied one level deep and
-    every parameter and buffer is cloned, so nothing the user trains later is shared with the
-    original, and an alias of a shared parameter stays one parameter.
-    """
-    if id(module) in memo:
-        return memo[id(module)]
-    clone = module.__class__.__new__(module.__class__)
-    clone.__dict__ = {k: v.copy() if isinstance(v, (dict, list, set)) else v for k, v in module.__dict__.items()}
-    memo[id(module)] = clone
-    for table in ("_parameters", "_buffers"):
-        for name, tensor in getattr(module, table).items():
-            if tensor is not None and id(tensor) not in memo:
-                fresh = tensor.detach().clone()
-                memo[id(tensor)] = torch.nn.Parameter(fresh, tensor.requires_grad) if table == "_parameters" else fresh
-            getattr(clone, table)[name] = None if tensor is None else memo[id(tensor)]
-    for name, child in module._modules.items():
-        clone._modules[name] = None if child is None else _copy_module(child, memo)
-    return clone
-
-
 def _copy_graph(graph: torch.fx.Graph) -> torch.fx.Graph:
     copy = torch.fx.Graph()
     copy.output(copy.graph_copy(graph, {}))
@@ -117,8 +95,7 @@ def verify_shapes(gm: torch.fx.GraphModule, inputs: tuple, expected: dict[str, t
     for node in gm.graph.nodes:  # stale shapes from the original graph; the run writes them anew
         node.meta.pop("tensor_meta", None)
     try:
-        with torch.no_grad():
-            ShapePropagation(gm).propagate(*inputs)
+        record_shapes(gm, inputs)
     except Exception as error:
         failed = getattr(error, "fxprune_node", None)  # set by ShapePropagation
         raise RewriteError(f"the rewritten graph fails at node {failed or '?'}: {error}",
@@ -133,7 +110,7 @@ def verify_shapes(gm: torch.fx.GraphModule, inputs: tuple, expected: dict[str, t
 def rewrite(analysis: Analysis, plan: Plan, example_inputs: tuple) -> torch.fx.GraphModule:
     """A new GraphModule with the plan's channels physically removed (``analysis.gm`` is untouched)."""
     ctx = ShrinkContext(analysis.table, kept_slots(analysis, removed_components(analysis, plan)))
-    root = _copy_module(analysis.gm, _sliced_tensors(analysis.gm, ctx))
+    root = copy_module(analysis.gm, torch.Tensor.clone, _sliced_tensors(analysis.gm, ctx))
     graph = _copy_graph(analysis.gm.graph)
     aliases = canonical_names(root)
     for node in list(graph.nodes):
