@@ -3,6 +3,7 @@
     python benchmarks/quality.py                       # generated task, ResNet-20 and VGG, 3 seeds
     python benchmarks/quality.py --data cifar10 --root PATH
     python benchmarks/quality.py --timing              # MLACP seconds vs depth and calibration size (mlacp_time.md)
+    python benchmarks/quality.py --models mobilenet-small --allocations score latency   # uniform vs latency-aware
 
 For each baseline (trained once, cached under results/cache/), each seed (which calibration images
 are drawn) and each MACs target, every method prunes to the same MACs with the same calibration
@@ -10,12 +11,15 @@ data; all pruned models get the same BatchNorm recalibration. Reported: test acc
 fine-tuning, after the least-squares refit, and after one identical short fine-tuning budget
 (distillation from the baseline on the calibration images), with the seconds each took.
 fxprune's methods use one ratio for every group (the one that meets the target), as Torch-Pruning
-does here, so the criteria are compared on equal allocations. Writes results/quality.md and .png.
+does here, so the criteria are compared on equal allocations. ``--allocations score latency`` also
+prunes with ``allocation="latency"`` at the MACs that ratio reaches (met within 1%; Torch-Pruning runs
+under ``score`` only), reported as e.g. ``l1 (latency)``. Writes results/quality.md and .png.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
 from pathlib import Path
@@ -28,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import quality_peers  # noqa: E402
 from quality_data import cifar10, generate  # noqa: E402
 from quality_models import MODELS  # noqa: E402
-from quality_report import write_report  # noqa: E402
+from quality_report import label, write_report  # noqa: E402
 from quality_training import accuracy, cached_baseline  # noqa: E402
 
 import fxprune  # noqa: E402
@@ -81,13 +85,13 @@ def timed(function, *a, **k):
     return value, time.perf_counter() - start
 
 
-def run_fxprune(name, model, calibration, ratio, test, args) -> dict:
-    small, seconds = timed(fxprune.compress, model, calibration, ratio, method=method_object(name, args),
-                           round_to=1, max_batches=None, recalibrate_bn=True)
+def run_fxprune(name, model, calibration, ratio, test, args, allocation="score") -> dict:
+    options = dict(method=method_object(name, args), round_to=1, max_batches=None, recalibrate_bn=True,
+                   allocation=allocation)
+    small, seconds = timed(fxprune.compress, model, calibration, ratio, **options)
     row = {"raw": accuracy(small, *test), "seconds": seconds, "model": small}
     if not name.startswith("mlacp") and name != "reconstruction":
-        refit, refit_seconds = timed(fxprune.compress, model, calibration, ratio, method=method_object(name, args),
-                                     round_to=1, max_batches=None, recalibrate_bn=True, refit=True)
+        refit, refit_seconds = timed(fxprune.compress, model, calibration, ratio, **options, refit=True)
         row.update(refit=accuracy(refit, *test), refit_seconds=refit_seconds)
     elif name == "reconstruction":  # refits already
         row.update(refit=row["raw"], refit_seconds=seconds)
@@ -130,19 +134,22 @@ def evaluate_model(model_name, data, args, rows: list) -> None:
         for seed in range(args.seeds):
             pick = torch.randperm(len(x), generator=torch.Generator().manual_seed(100 + seed))[: args.calibration]
             calibration = [(x[pick[i:i + 64]], y[pick[i:i + 64]]) for i in range(0, len(pick), 64)]
-            for name in methods:
+            for name, allocation in itertools.product(methods, args.allocations):
                 if name in ABLATIONS[:-1] and target not in args.ablation_targets:
+                    continue
+                if name in quality_peers.PEERS and allocation != "score":
                     continue
                 torch.manual_seed(seed)
                 if name in quality_peers.PEERS:
                     row = run_peer(name, baseline, calibration, ratio, (xt, yt), args)
                 else:
-                    row = run_fxprune(name, baseline, calibration, ratio, (xt, yt), args)
+                    row = run_fxprune(name, baseline, calibration, ratio, (xt, yt), args, allocation)
                 macs = count_macs(row["model"], (example,)) / count_macs(baseline, (example,))
                 finetuned(row, baseline, calibration, (xt, yt), args)
-                row.update(model=model_name, baseline=base_accuracy, target=target, macs=macs, seed=seed, method=name)
+                row.update(model=model_name, baseline=base_accuracy, target=target, macs=macs, seed=seed, method=name,
+                           allocation=allocation)
                 rows.append(row)
-                print(f"  {name:15s} target {target:.2f} seed {seed}: macs {macs:.3f} raw {row['raw']:.4f} "
+                print(f"  {label(row):25s} target {target:.2f} seed {seed}: macs {macs:.3f} raw {row['raw']:.4f} "
                       f"refit {row['refit'] if row['refit'] is not None else float('nan'):.4f} "
                       f"ft {row['finetuned']:.4f} ({row['seconds']:.1f}s)", flush=True)
 
@@ -176,6 +183,8 @@ def main(argv=None) -> None:
     parser.add_argument("--models", nargs="+", default=["resnet20-w8"], choices=sorted(MODELS))
     parser.add_argument("--methods", nargs="+", default=[*CRITERIA, *ABLATIONS, *quality_peers.PEERS])
     parser.add_argument("--targets", nargs="+", type=float, default=[0.5, 0.33])
+    parser.add_argument("--allocations", nargs="+", choices=["score", "latency"], default=["score"],
+                        help="how fxprune shares the MACs between groups (compress's allocation)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--calibration", type=int, default=256)
     parser.add_argument("--train-size", type=int, default=10000)

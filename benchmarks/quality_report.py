@@ -14,11 +14,49 @@ def _stat(values) -> str:
     return f"{100 * np.mean(values):.1f} ± {100 * np.std(values):.1f}"
 
 
+def label(row: dict) -> str:
+    """The method's name, with the allocation when it is not the default: ``l1 (latency)``."""
+    allocation = row.get("allocation", "score")
+    return row["method"] if allocation == "score" else f"{row['method']} ({allocation})"
+
+
 def summarise(rows: list[dict]) -> dict:
     grouped = defaultdict(list)
     for row in rows:
-        grouped[(row["model"], row["target"], row["method"])].append(row)
+        grouped[(row["model"], row["target"], label(row))].append(row)
     return grouped
+
+
+def _paired_difference(first: list[dict], second: list[dict], key: str) -> str:
+    """Mean ± standard deviation over seeds of ``second - first`` (same seed, same calibration images)."""
+    by_seed = {r["seed"]: r[key] for r in first}
+    differences = [r[key] - by_seed[r["seed"]] for r in second if r["seed"] in by_seed]
+    return f"{100 * np.mean(differences):+.1f} ± {100 * np.std(differences):.1f}" if differences else "—"
+
+
+def allocation_table(rows: list[dict]) -> list[str]:
+    """Each method under ``score`` (one ratio everywhere) and ``latency`` allocation side by side, with the
+    paired difference in points, for each stage that has its own numbers; empty unless both ran."""
+    grouped = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        grouped[(row["model"], row["target"], row["method"])][row.get("allocation", "score")].append(row)
+    pairs = {key: runs for key, runs in grouped.items() if {"score", "latency"} <= set(runs)}
+    if not pairs:
+        return []
+    lines = ["", "## Score (uniform) vs latency-aware allocation at the same MACs", "",
+             "| model | MACs kept (score / latency) | method | accuracy | score (%) | latency (%) | latency − score |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    stages = {"raw": "no fine-tune", "refit": "+ LS refit", "finetuned": "+ fine-tune"}
+    for (model, _, method), runs in pairs.items():
+        score, latency = runs["score"], runs["latency"]
+        macs = f"{np.mean([r['macs'] for r in score]):.3f} / {np.mean([r['macs'] for r in latency]):.3f}"
+        for key, stage in stages.items():
+            if score[0][key] is None or (key == "refit" and all(r["refit"] == r["raw"] for r in score)):
+                continue
+            lines.append(f"| {model} (base {100 * score[0]['baseline']:.1f}) | {macs} | {method} | {stage} | "
+                         f"{_stat([r[key] for r in score])} | {_stat([r[key] for r in latency])} | "
+                         f"{_paired_difference(score, latency, key)} |")
+    return lines
 
 
 def table(rows: list[dict]) -> list[str]:
@@ -72,5 +110,6 @@ def write_report(rows: list[dict], args, markdown_path, png_path) -> None:
               f"{args.seeds} seeds (calibration draws) of {args.calibration} images; BatchNorm recalibrated for "
               f"every method; fine-tuning: {args.finetune_steps} steps of distillation from the baseline on the "
               "calibration images. Accuracy: mean ± standard deviation over seeds.", ""]
-    markdown_path.write_text("\n".join(header + table(rows)) + f"\n\n![accuracy vs MACs]({png_path.name})\n")
+    markdown_path.write_text("\n".join(header + table(rows) + allocation_table(rows))
+                             + f"\n\n![accuracy vs MACs]({png_path.name})\n")
     plot(rows, png_path)
