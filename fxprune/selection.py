@@ -6,7 +6,8 @@
    ranking of the criterion's scores; a uniform ratio for layer-wise methods, which cannot score a
    group before the groups before it are pruned); with ``allocation="latency"``, the counts that
    meet the MACs budget (``target_macs``, or the MACs the uniform ``ratio`` reaches) with the least
-   modelled latency (``fxprune.cost``; layer-wise methods get it from the latency model alone);
+   modelled latency (``fxprune.cost``; layer-wise methods share it by the L1 magnitudes of the channels,
+   as the ``l1`` method would: with no scores at all, whole groups would fall to the minimum in turn);
 2. which channels: a criterion's top scores, or a layer-wise method (MLACP) that also refines the
    kept weights of ``analysis.gm`` in place;
 3. optionally the least-squares refit of the layers that lost inputs (``fxprune.refit``).
@@ -77,9 +78,9 @@ class Chooser:
             elif counts is None:
                 counts = global_keep_counts(analysis, self.inputs, target, scores, self.round_to)
         if self.pruner is not None:
-            if counts is None and self.allocation == "latency":
-                ones = [np.ones(g.size) for g in analysis.groups]
-                counts = latency_keep_counts(analysis, self.inputs, target, ones, self.round_to)
+            if counts is None and self.allocation == "latency":  # L1 stands in for the scores it cannot give
+                magnitudes = get_criterion("l1")(analysis, None)
+                counts = latency_keep_counts(analysis, self.inputs, target, magnitudes, self.round_to)
             elif counts is None:
                 counts = uniform_keep_counts(analysis, self.inputs, target, self.round_to)
             if counts != [g.size for g in analysis.groups]:

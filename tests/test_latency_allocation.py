@@ -103,6 +103,14 @@ def test_ratio_with_latency_allocation_keeps_the_macs_of_the_uniform_ratio():
     assert [len(g.keep) for g in latency.fxprune_plan.groups] != [len(g.keep) for g in uniform.fxprune_plan.groups]
 
 
+def test_layerwise_method_shares_a_latency_budget_as_l1_does():
+    """MLACP cannot score channels before it prunes; its counts must not come from all-equal scores."""
+    model, x = randomize(Inverted()), example()
+    l1 = fxprune.compress(model, x, ratio=0.5, round_to=1, allocation="latency")
+    mlacp = fxprune.compress(model, x, ratio=0.5, round_to=1, allocation="latency", method="mlacp")
+    assert [len(g.keep) for g in mlacp.fxprune_plan.groups] == [len(g.keep) for g in l1.fxprune_plan.groups]
+
+
 def test_unknown_allocation_names_the_argument_and_the_choices():
     with pytest.raises(InputError, match="allocation: expected one of 'score', 'latency', got 'fast'"):
         fxprune.compress(Inverted(), example(), target_macs=0.5, allocation="fast")
