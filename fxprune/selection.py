@@ -7,7 +7,8 @@
    group before the groups before it are pruned); with ``allocation="latency"``, the counts that
    meet the MACs budget (``target_macs``, or the MACs the uniform ``ratio`` reaches) with the least
    modelled latency (``fxprune.cost``; layer-wise methods share it by the L1 magnitudes of the channels,
-   as the ``l1`` method would: with no scores at all, whole groups would fall to the minimum in turn);
+   as the ``l1`` method would: with no scores at all, whole groups would fall to the minimum in turn),
+   unless the model promises less than ``MIN_MODELLED_GAIN`` over the score allocation's counts;
 2. which channels: a criterion's top scores, or a layer-wise method (MLACP) that also refines the
    kept weights of ``analysis.gm`` in place;
 3. optionally the least-squares refit of the layers that lost inputs (``fxprune.refit``).
@@ -56,6 +57,7 @@ class Chooser:
         self.ratio, self.target_macs, self.round_to = ratio, target_macs, round_to
         self.refit = refit if refit is not None else getattr(self.criterion, "refit_after", False)
         self._saved_state = None
+        self.latency_plan_taken: bool | None = None  # set when allocation="latency" shares a budget
 
     @property
     def changes_weights(self) -> bool:
@@ -73,16 +75,9 @@ class Chooser:
         scores = None
         if self.criterion is not None and counts != [g.size for g in analysis.groups]:
             scores = self.criterion(analysis, self.batches)
-            if counts is None and self.allocation == "latency":
-                counts = latency_keep_counts(analysis, self.inputs, target, scores, self.round_to)
-            elif counts is None:
-                counts = global_keep_counts(analysis, self.inputs, target, scores, self.round_to)
+            counts = counts if counts is not None else self._budget_counts(analysis, target, scores)
         if self.pruner is not None:
-            if counts is None and self.allocation == "latency":  # L1 stands in for the scores it cannot give
-                magnitudes = get_criterion("l1")(analysis, None)
-                counts = latency_keep_counts(analysis, self.inputs, target, magnitudes, self.round_to)
-            elif counts is None:
-                counts = uniform_keep_counts(analysis, self.inputs, target, self.round_to)
+            counts = counts if counts is not None else self._budget_counts(analysis, target, None)
             if counts != [g.size for g in analysis.groups]:
                 scores = self.pruner.prune(analysis, self.batches, counts)
         if scores is None:
@@ -91,6 +86,23 @@ class Chooser:
         if self.refit and plan.removed_channels:
             refit_layers(analysis, plan, self.batches)
         return plan
+
+    def _budget_counts(self, analysis: Analysis, target: float, scores: list[np.ndarray] | None) -> list[int]:
+        """Counts that meet the MACs ``target``: by score (uniform for a layer-wise method without
+        scores, or for a ``ratio``), or under ``allocation="latency"`` the latency plan when it
+        promises enough (``fxprune.cost.latency_keep_counts``)."""
+        if self.target_macs is None:
+            by_score = [kept_count(g.size, self.ratio, self.round_to) for g in analysis.groups]
+        elif scores is None:
+            by_score = uniform_keep_counts(analysis, self.inputs, target, self.round_to)
+        else:
+            by_score = global_keep_counts(analysis, self.inputs, target, scores, self.round_to)
+        if self.allocation != "latency":
+            return by_score
+        ranking = scores if scores is not None else get_criterion("l1")(analysis, None)  # L1 for a layer-wise method
+        counts = latency_keep_counts(analysis, self.inputs, target, ranking, self.round_to, fallback=by_score)
+        self.latency_plan_taken = counts != by_score
+        return counts
 
     def _target(self, analysis: Analysis) -> float | None:
         """The MACs fraction to meet; None for one ratio in every group."""
@@ -101,7 +113,10 @@ class Chooser:
     def _info(self) -> dict:
         info = {"method": str(self.method_name), "refit": bool(self.refit)}
         info.update({"ratio": self.ratio} if self.target_macs is None else {"target_macs": self.target_macs})
-        return info | ({"allocation": self.allocation} if self.allocation != "score" else {})
+        if self.allocation == "score":
+            return info
+        taken = self.latency_plan_taken is not False
+        return info | {"allocation": "latency" if taken else "latency (score plan kept: modelled gain too small)"}
 
     def _restore(self, analysis: Analysis) -> None:
         """Weights as traced, even when an earlier round refined them and its rewrite failed."""

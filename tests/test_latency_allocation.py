@@ -111,6 +111,31 @@ def test_layerwise_method_shares_a_latency_budget_as_l1_does():
     assert [len(g.keep) for g in mlacp.fxprune_plan.groups] == [len(g.keep) for g in l1.fxprune_plan.groups]
 
 
+class PlainConvs(torch.nn.Module):
+    """Dense 3×3 convolutions only: time follows MACs, so the latency plan has little to gain."""
+
+    def __init__(self):
+        super().__init__()
+        self.convs = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 31, 3, padding=1), torch.nn.BatchNorm2d(31), torch.nn.ReLU(),
+            torch.nn.Conv2d(31, 37, 3, padding=1), torch.nn.BatchNorm2d(37), torch.nn.ReLU(),
+            torch.nn.Conv2d(37, 41, 3, padding=1), torch.nn.BatchNorm2d(41), torch.nn.ReLU())
+        self.fc = torch.nn.Linear(41, 11)
+
+    def forward(self, x):
+        return self.fc(self.convs(x).mean((2, 3)))
+
+
+def test_latency_allocation_keeps_the_score_plan_when_the_modelled_gain_is_small():
+    model, x = randomize(PlainConvs()), example()
+    uniform = fxprune.compress(model, x, ratio=0.5, round_to=1)
+    latency = fxprune.compress(model, x, ratio=0.5, round_to=1, allocation="latency")
+    assert [len(g.keep) for g in latency.fxprune_plan.groups] == [len(g.keep) for g in uniform.fxprune_plan.groups]
+    assert "score plan kept" in latency.fxprune_plan.info["allocation"]
+    inverted = fxprune.compress(randomize(Inverted()), x, ratio=0.5, round_to=1, allocation="latency")
+    assert inverted.fxprune_plan.info["allocation"] == "latency"
+
+
 def test_unknown_allocation_names_the_argument_and_the_choices():
     with pytest.raises(InputError, match="allocation: expected one of 'score', 'latency', got 'fast'"):
         fxprune.compress(Inverted(), example(), target_macs=0.5, allocation="fast")
