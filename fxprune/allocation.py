@@ -161,14 +161,19 @@ def normalized_scores(scores: list[np.ndarray], weights=None) -> list[np.ndarray
     return [np.sort(np.asarray(s, np.float64) / max(float(np.mean(s)), 1e-30) / w) for s, w in zip(scores, weights)]
 
 
-def global_counts_at(analysis: Analysis, scores: list[np.ndarray], round_to: int, weights=None):
-    """Keep counts at a threshold on normalised scores; a group of weight w loses channels w times sooner."""
+def global_counts_at(analysis: Analysis, scores: list[np.ndarray], round_to: int, weights=None,
+                     min_channels: int = 1):
+    """Keep counts at a threshold on normalised scores; a group of weight w loses channels w times sooner.
+
+    A group keeps at least ``MIN_KEEP_FRACTION`` of its channels and at least ``min_channels`` (all
+    of them when it has fewer).
+    """
     normalized = normalized_scores(scores, weights)
 
     def counts(threshold: float) -> list[int]:
         result = []
         for group, values in zip(analysis.groups, normalized):
-            floor = max(1, int(np.ceil(MIN_KEEP_FRACTION * group.size)))
+            floor = min(group.size, max(min_channels, int(np.ceil(MIN_KEEP_FRACTION * group.size))))
             keep = max(floor, group.size - int(np.searchsorted(values, threshold)))
             result.append(kept_count(group.size, 1 - keep / group.size, round_to))
         return result
@@ -214,8 +219,10 @@ def uniform_keep_counts(analysis: Analysis, inputs: tuple, target: float, round_
 
 
 def global_keep_counts(analysis, inputs, target, scores, round_to: int = 1, weights=None,
-                       model: MacsModel | None = None) -> list[int]:
-    """Counts at ``target`` MACs from one ranking of all channels (``weights``: see ``global_counts_at``)."""
+                       model: MacsModel | None = None, min_channels: int = 1) -> list[int]:
+    """Counts at ``target`` MACs from one ranking of all channels (``weights``, ``min_channels``: see
+    ``global_counts_at``)."""
     levels = np.concatenate(normalized_scores(scores, weights) or [[0.0]])
-    return fit_counts(analysis, inputs, target, global_counts_at(analysis, scores, round_to, weights),
+    counts_at = global_counts_at(analysis, scores, round_to, weights, min_channels)
+    return fit_counts(analysis, inputs, target, counts_at,
                       (0.0, float(levels.max()) + 1.0), nudge=round_to == 1, model=model)

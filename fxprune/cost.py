@@ -47,11 +47,16 @@ import torch.nn.functional as F
 
 from .allocation import MacsModel, global_keep_counts, kept_share, shrink_factors, slots_per_dim
 from .analysis import Analysis
+from .errors import InputError
 from .slots import output_key
 from .tracing import tensor_shapes
 
 ELEMENT_COST = 10.0
 MIN_MODELLED_GAIN = 0.1  # the least modelled time saved for which the latency plan is taken
+# Narrower layers run below the rate this model assumes (CPU kernels work on 8-16 output channels at
+# a time: DenseNet's 32-channel layers cut to 8 made its latency plan slower than uniform) and cost
+# accuracy fast; the latency plan cuts no group below this many channels.
+LATENCY_MIN_CHANNELS = 16
 
 _FREE_METHODS = {"view", "reshape", "flatten", "size", "dim", "contiguous", "unsqueeze", "squeeze", "expand",
                  "expand_as", "unflatten", "chunk", "split", "unbind", "type", "to", "float", "detach"}
@@ -170,17 +175,23 @@ def latency_keep_counts(analysis: Analysis, inputs: tuple, target: float, scores
     """Keep counts at ``target`` of the MACs that cut the modelled latency more than a score-only ranking.
 
     Each group's weight is its ``time_per_mac``, taken where every group keeps the same fraction
-    that meets the budget; then the global ranking of ``allocation.global_keep_counts``.
+    that meets the budget; then the global ranking of ``allocation.global_keep_counts``, with no
+    group cut below ``LATENCY_MIN_CHANNELS``.
 
     With ``fallback`` (the score allocation's counts for the same budget), the latency counts are
-    returned only when they model at least ``MIN_MODELLED_GAIN`` less time. Their plan is uneven and
-    costs accuracy, and where the model promises a few percent (plain conv nets: resnet, vgg,
-    regnet) none was measured.
+    returned only when they reach the budget and model at least ``MIN_MODELLED_GAIN`` less time.
+    Their plan is uneven and costs accuracy, and where the model promises a few percent (plain conv
+    nets: resnet, vgg, regnet) none was measured.
     """
     macs = MacsModel(analysis, inputs)
     model = LatencyModel(analysis, inputs, macs, element_cost)
     weights = model.time_per_mac(np.full(len(model.sizes), _uniform_fraction(model, target)))
-    counts = global_keep_counts(analysis, inputs, target, scores, round_to, weights, macs)
+    try:
+        counts = global_keep_counts(analysis, inputs, target, scores, round_to, weights, macs, LATENCY_MIN_CHANNELS)
+    except InputError:  # the budget needs layers narrower than LATENCY_MIN_CHANNELS
+        if fallback is None:
+            raise
+        return list(fallback)
     if fallback is not None and model.estimate(counts) > (1 - MIN_MODELLED_GAIN) * model.estimate(fallback):
         return list(fallback)
     return counts

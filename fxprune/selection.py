@@ -116,7 +116,8 @@ class Chooser:
         if self.allocation == "score":
             return info
         taken = self.latency_plan_taken is not False
-        return info | {"allocation": "latency" if taken else "latency (score plan kept: modelled gain too small)"}
+        kept = "latency (score plan kept: the latency plan saved too little or missed the budget)"
+        return info | {"allocation": "latency" if taken else kept}
 
     def _restore(self, analysis: Analysis) -> None:
         """Weights as traced, even when an earlier round refined them and its rewrite failed."""

@@ -12,7 +12,7 @@ import fxprune
 from fxprune import oracle
 from fxprune.allocation import MIN_KEEP_FRACTION
 from fxprune.compress import evaluating, plan_and_rewrite, traced
-from fxprune.cost import LatencyModel
+from fxprune.cost import LATENCY_MIN_CHANNELS, LatencyModel
 from fxprune.errors import InputError
 from fxprune.inputs import as_batches
 from fxprune.measure import count_macs
@@ -26,14 +26,14 @@ class Inverted(torch.nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.stem, self.stem_bn = torch.nn.Conv2d(3, 17, 3, padding=1), torch.nn.BatchNorm2d(17)
-        self.expand, self.expand_bn = torch.nn.Conv2d(17, 67, 1), torch.nn.BatchNorm2d(67)
-        self.depthwise = torch.nn.Conv2d(67, 67, 3, padding=1, groups=67)
-        self.depthwise_bn = torch.nn.BatchNorm2d(67)
-        self.squeeze, self.excite = torch.nn.Conv2d(67, 13, 1), torch.nn.Conv2d(13, 67, 1)
-        self.project, self.project_bn = torch.nn.Conv2d(67, 17, 1), torch.nn.BatchNorm2d(17)
-        self.dense = torch.nn.Conv2d(17, 29, 3, padding=1)
-        self.fc = torch.nn.Linear(29, 11)
+        self.stem, self.stem_bn = torch.nn.Conv2d(3, 37, 3, padding=1), torch.nn.BatchNorm2d(37)
+        self.expand, self.expand_bn = torch.nn.Conv2d(37, 131, 1), torch.nn.BatchNorm2d(131)
+        self.depthwise = torch.nn.Conv2d(131, 131, 3, padding=1, groups=131)
+        self.depthwise_bn = torch.nn.BatchNorm2d(131)
+        self.squeeze, self.excite = torch.nn.Conv2d(131, 29, 1), torch.nn.Conv2d(29, 131, 1)
+        self.project, self.project_bn = torch.nn.Conv2d(131, 37, 1), torch.nn.BatchNorm2d(37)
+        self.dense = torch.nn.Conv2d(37, 41, 3, padding=1)
+        self.fc = torch.nn.Linear(41, 11)
 
     def forward(self, x):
         x = F.relu(self.stem_bn(self.stem(x)))
@@ -75,8 +75,18 @@ def test_latency_plan_rewrites_to_the_masked_original():
     small.graph.lint()
     result = oracle.check(analysis, plan, small, (x,))
     assert result.exact and result.output_scale > 0 and result.relative < 1e-4
+    assert plan.info["allocation"] == "latency"
     for group, entry in zip(analysis.groups, plan.groups):
         assert len(entry.keep) >= int(np.ceil(MIN_KEEP_FRACTION * group.size))
+        assert len(entry.keep) >= min(group.size, LATENCY_MIN_CHANNELS)
+
+
+def test_latency_allocation_keeps_the_score_plan_when_only_narrow_layers_meet_the_budget():
+    """At 0.08 of the MACs the latency plan would need layers under LATENCY_MIN_CHANNELS: no error."""
+    model, x = randomize(Inverted()), example()
+    small, analysis, plan = choose_and_rewrite(model, x, target_macs=0.08, allocation="latency")
+    assert "score plan kept" in plan.info["allocation"]
+    assert abs(count_macs(small, (x,)) / count_macs(model, (x,)) - 0.08) <= 0.02 * 0.08
 
 
 def test_expansion_around_a_depthwise_conv_costs_more_time_per_mac_than_a_dense_group():
@@ -86,11 +96,11 @@ def test_expansion_around_a_depthwise_conv_costs_more_time_per_mac_than_a_dense_
     costs = LatencyModel(analysis, (x,))
     rates = costs.time_per_mac(np.full(len(analysis.groups), 0.6))
     size_of = [g.size for g in analysis.groups]
-    expansion, dense = size_of.index(67), size_of.index(29)
+    expansion, dense = size_of.index(131), size_of.index(41)
     assert rates[expansion] > 1.5 * rates[dense]
     # a depthwise-only cost falls linearly: half the expansion's channels, about half its traffic
     full = costs.estimate(size_of)
-    half = costs.estimate([s // 2 if s == 67 else s for s in size_of])
+    half = costs.estimate([s // 2 if s == 131 else s for s in size_of])
     assert 0 < full - half < full
 
 
