@@ -53,9 +53,9 @@ from .tracing import tensor_shapes
 
 ELEMENT_COST = 10.0
 MIN_MODELLED_GAIN = 0.1  # the least modelled time saved for which the latency plan is taken
-# Narrower layers run below the rate this model assumes (CPU kernels work on 8-16 output channels at
-# a time: DenseNet's 32-channel layers cut to 8 made its latency plan slower than uniform) and cost
-# accuracy fast; the latency plan cuts no group below this many channels.
+# Narrower layers ran below the rate this model assumes (on ONNX Runtime CPU, DenseNet's 32-channel
+# layers cut to 8 made its latency plan slower than uniform) and cost accuracy fast; the latency plan
+# cuts no group below this many channels.
 LATENCY_MIN_CHANNELS = 16
 
 _FREE_METHODS = {"view", "reshape", "flatten", "size", "dim", "contiguous", "unsqueeze", "squeeze", "expand",
