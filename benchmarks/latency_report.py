@@ -69,23 +69,30 @@ def floor_summary(rows, batches) -> list[str]:
     return lines + [""]
 
 
+def _side_by_side(rows, batches, other: str, leading) -> list[str]:
+    """Table rows for each model and ratio that ``other`` ran: the cells ``leading(its row, fxprune's
+    uniform row or None)``, then for each batch fxprune's uniform cell beside ``other``'s."""
+    lines = []
+    for row in _find(rows, method=other, runtime=FLOOR_RUNTIME, batch=batches[0]):
+        where = dict(runtime=FLOOR_RUNTIME, model=row["model"], ratio=row["ratio"])
+        ours = _find(rows, method="fxprune", batch=batches[0], **where)
+        cells = [row["model"], f"{row['ratio']:.2f}", *leading(row, ours[0] if ours else None)]
+        for batch in batches:
+            cells += [_cell(rows, method=method, batch=batch, **where) for method in ("fxprune", other)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def peer_table(rows, batches) -> list[str]:
-    peer = _find(rows, method="torch-pruning", runtime=FLOOR_RUNTIME)
-    if not peer:
+    """fxprune beside Torch-Pruning pruned to the same MACs: speedup and speedup ÷ MACs factor."""
+    if not _find(rows, method="torch-pruning", runtime=FLOOR_RUNTIME):
         return []
     head = "| model | ratio | MACs factor fxprune / TP | " + " | ".join(
         f"b{b} speedup fxprune | b{b} speedup TP" for b in batches) + " |"
     lines = [f"### fxprune vs Torch-Pruning 1.6.1 at the same MACs ({FLOOR_RUNTIME})", "", head,
              "|" + "---|" * (3 + 2 * len(batches))]
-    for row in _find(peer, batch=batches[0]):
-        ours = _find(rows, method="fxprune", runtime=FLOOR_RUNTIME, batch=batches[0], model=row["model"],
-                     ratio=row["ratio"])
-        cells = [row["model"], f"{row['ratio']:.2f}",
-                 f"{ours[0]['macs_factor']:.2f} / {row['macs_factor']:.2f}" if ours else "—"]
-        for batch in batches:
-            where = dict(runtime=FLOOR_RUNTIME, batch=batch, model=row["model"], ratio=row["ratio"])
-            cells += [_cell(rows, method="fxprune", **where), _cell(rows, method="torch-pruning", **where)]
-        lines.append("| " + " | ".join(cells) + " |")
+    lines += _side_by_side(rows, batches, "torch-pruning", lambda peer, ours: [
+        f"{ours['macs_factor']:.2f} / {peer['macs_factor']:.2f}" if ours else "—"])
     return lines + [""]
 
 
@@ -99,16 +106,9 @@ def allocation_table(rows, batches) -> list[str]:
     lines = [f"### Uniform vs latency-aware allocation at the same MACs ({FLOOR_RUNTIME})", "",
              "Cells: speedup over the original (speedup ÷ MACs factor).", "", head,
              "|" + "---|" * (4 + 2 * len(batches))]
-    for row in _find(aware, batch=batches[0]):
-        where = dict(runtime=FLOOR_RUNTIME, model=row["model"], ratio=row["ratio"])
-        uniform = _find(rows, method="fxprune", batch=batches[0], **where)
-        cells = [row["model"], f"{row['ratio']:.2f}",
-                 f"{uniform[0]['macs_factor']:.2f} / {row['macs_factor']:.2f}" if uniform else "—",
-                 f"{uniform[0]['floor_groups']} / {row['floor_groups']}" if uniform else "—"]
-        for batch in batches:
-            cells += [_cell(rows, method="fxprune", batch=batch, **where),
-                      _cell(rows, method="fxprune-latency", batch=batch, **where)]
-        lines.append("| " + " | ".join(cells) + " |")
+    lines += _side_by_side(rows, batches, "fxprune-latency", lambda aware, uniform: [
+        f"{uniform['macs_factor']:.2f} / {aware['macs_factor']:.2f}" if uniform else "—",
+        f"{uniform['floor_groups']} / {aware['floor_groups']}" if uniform else "—"])
     for batch in batches:
         pairs = [(u, a) for a in _find(aware, batch=batch)
                  for u in _find(rows, method="fxprune", runtime=FLOOR_RUNTIME, batch=batch, model=a["model"],
