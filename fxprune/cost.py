@@ -18,8 +18,9 @@ an SE multiply inside group A costs ``f_A`` of its traffic.
 normalised score divided by their group's ``time_per_mac`` (modelled time saved per MAC saved), so at
 the same MACs the groups whose time falls only linearly — wide expansions around depthwise
 convolutions and SE blocks — lose more channels, and the modelled time falls further than under the
-score-only ranking. The price is a more uneven plan (some groups go down to the 10% floor): more
-risk to accuracy for the same MACs.
+score-only ranking. The price is a more uneven plan (groups go down to ``LATENCY_MIN_CHANNELS``):
+more risk to accuracy for the same MACs, so the score plan is kept when the gain is small
+(``MIN_MODELLED_GAIN``).
 
 >>> model = LatencyModel(analysis, inputs)                       # doctest: +SKIP
 >>> model.estimate([g.size // 2 for g in analysis.groups]) / model.total   # doctest: +SKIP
