@@ -52,47 +52,64 @@ def _runtime_table(rows, runtime, batches) -> list[str]:
     return lines + [""]
 
 
+PLANS = {"fxprune": "uniform plan", "fxprune-latency": "latency-aware plan"}
+
+
 def floor_summary(rows, batches) -> list[str]:
-    """The issue's floors: ORT CPU at ratio 0.5, and no pruned model slower than its original."""
+    """The issue's floors for each fxprune plan that ran: ORT CPU at ratio 0.5, and no pruned model
+    slower than its original."""
     lines = ["### Floors", ""]
-    for batch in batches:
-        found = _find(rows, method="fxprune", runtime=FLOOR_RUNTIME, batch=batch, ratio=FLOOR_RATIO)
-        if found:
-            worst = min(found, key=lambda r: r["efficiency"])
-            lines.append(f"* {FLOOR_RUNTIME}, ratio {FLOOR_RATIO}, batch {batch}: median speedup ÷ MACs "
-                         f"{statistics.median(r['efficiency'] for r in found):.2f} over {len(found)} models; "
-                         f"lowest {worst['efficiency']:.2f} ({worst['model']})")
-    slower = [r for r in _find(rows, method="fxprune") if r["speedup"] < 1.0]
+    for method, plan in PLANS.items():
+        for batch in batches:
+            found = _find(rows, method=method, runtime=FLOOR_RUNTIME, batch=batch, ratio=FLOOR_RATIO)
+            if found:
+                worst = min(found, key=lambda r: r["efficiency"])
+                lines.append(f"* {plan}, {FLOOR_RUNTIME}, ratio {FLOOR_RATIO}, batch {batch}: median speedup ÷ MACs "
+                             f"{statistics.median(r['efficiency'] for r in found):.2f} over {len(found)} models; "
+                             f"lowest {worst['efficiency']:.2f} ({worst['model']})")
+    slower = [r for r in rows if r["method"] in PLANS and r["speedup"] < 1.0]
     lines.append("* pruned models slower than their original: " + (", ".join(
-        f"{r['model']} ratio {r['ratio']} {r['runtime']} b{r['batch']} ({r['speedup']:.2f}×)" for r in slower)
-        or "none"))
+        f"{r['model']} {PLANS[r['method']]} ratio {r['ratio']} {r['runtime']} b{r['batch']} ({r['speedup']:.2f}×)"
+        for r in slower) or "none"))
     return lines + [""]
 
 
-def _side_by_side(rows, batches, other: str, leading) -> list[str]:
+def _side_by_side(rows, batches, other: str, leading, ours=("fxprune",)) -> list[str]:
     """Table rows for each model and ratio that ``other`` ran: the cells ``leading(its row, fxprune's
-    uniform row or None)``, then for each batch fxprune's uniform cell beside ``other``'s."""
+    uniform row or None)``, then for each batch the cells of the methods ``ours`` beside ``other``'s."""
     lines = []
     for row in _find(rows, method=other, runtime=FLOOR_RUNTIME, batch=batches[0]):
         where = dict(runtime=FLOOR_RUNTIME, model=row["model"], ratio=row["ratio"])
-        ours = _find(rows, method="fxprune", batch=batches[0], **where)
-        cells = [row["model"], f"{row['ratio']:.2f}", *leading(row, ours[0] if ours else None)]
+        uniform = _find(rows, method="fxprune", batch=batches[0], **where)
+        cells = [row["model"], f"{row['ratio']:.2f}", *leading(row, uniform[0] if uniform else None)]
         for batch in batches:
-            cells += [_cell(rows, method=method, batch=batch, **where) for method in ("fxprune", other)]
+            cells += [_cell(rows, method=method, batch=batch, **where) for method in (*ours, other)]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
 def peer_table(rows, batches) -> list[str]:
-    """fxprune beside Torch-Pruning pruned to the same MACs: speedup and speedup ÷ MACs factor."""
+    """fxprune's plans beside Torch-Pruning pruned to the same MACs: speedup and speedup ÷ MACs factor."""
     if not _find(rows, method="torch-pruning", runtime=FLOOR_RUNTIME):
         return []
+    ours = [m for m in PLANS if _find(rows, method=m, runtime=FLOOR_RUNTIME)]
+    names = {"fxprune": "fxprune", "fxprune-latency": "fxprune latency-aware"}
     head = "| model | ratio | MACs factor fxprune / TP | " + " | ".join(
-        f"b{b} speedup fxprune | b{b} speedup TP" for b in batches) + " |"
+        " | ".join(f"b{b} {names[m]}" for m in ours) + f" | b{b} TP" for b in batches) + " |"
     lines = [f"### fxprune vs Torch-Pruning 1.6.1 at the same MACs ({FLOOR_RUNTIME})", "", head,
-             "|" + "---|" * (3 + 2 * len(batches))]
-    lines += _side_by_side(rows, batches, "torch-pruning", lambda peer, ours: [
-        f"{ours['macs_factor']:.2f} / {peer['macs_factor']:.2f}" if ours else "—"])
+             "|" + "---|" * (3 + (len(ours) + 1) * len(batches))]
+    lines += _side_by_side(rows, batches, "torch-pruning", lambda peer, uniform: [
+        f"{uniform['macs_factor']:.2f} / {peer['macs_factor']:.2f}" if uniform else "—"], ours)
+    for method in ours:
+        for batch in batches:
+            pairs = [(mine, peer) for peer in _find(rows, method="torch-pruning", runtime=FLOOR_RUNTIME, batch=batch)
+                     for mine in _find(rows, method=method, runtime=FLOOR_RUNTIME, batch=batch,
+                                       model=peer["model"], ratio=peer["ratio"])]
+            if pairs:
+                ahead = sum(mine["speedup"] >= peer["speedup"] for mine, peer in pairs)
+                lines.append(f"* {names[method]}, batch {batch}: as fast as TP or faster in {ahead} of {len(pairs)}; "
+                             f"median speedup ratio fxprune / TP "
+                             f"{statistics.median(m['speedup'] / p['speedup'] for m, p in pairs):.2f}")
     return lines + [""]
 
 
