@@ -52,6 +52,7 @@ class Variant:
     macs: int
     params: int
     floor_groups: str = ""  # for a plan: groups keeping at most NARROW of their channels / all groups
+    same_widths: str = ""  # beside the uniform plan: "yes" if every parameter has the uniform plan's shape
 
     @property
     def key(self) -> str:
@@ -103,18 +104,28 @@ def build_variants(name: str, example: torch.Tensor, ratios, peer_ratios, round_
 
     variants, notes = [variant("original", 0.0, model)], []
     for ratio in ratios:
-        variants.append(variant("fxprune", ratio, fxprune.compress(model, example, ratio=ratio, round_to=round_to)))
+        uniform = variant("fxprune", ratio, fxprune.compress(model, example, ratio=ratio, round_to=round_to))
+        variants.append(uniform)
         if allocation == "latency":
             aware = fxprune.compress(model, example, ratio=ratio, round_to=round_to, allocation="latency")
-            variants.append(variant("fxprune-latency", ratio, aware))
+            variants.append(compared(variant("fxprune-latency", ratio, aware), uniform))
         if ratio in peer_ratios:
             try:
-                peer, _ = torch_pruning_peer.prune_to_macs(model, example, variants[-1].macs, ratio, round_to)
-                variants.append(variant("torch-pruning", ratio, peer))
+                peer, _ = torch_pruning_peer.prune_to_macs(model, example, uniform.macs, ratio, round_to)
+                variants.append(compared(variant("torch-pruning", ratio, peer), uniform))
             except Exception as error:  # noqa: BLE001 — the peer failing is a result to report
                 notes.append(f"{name}: Torch-Pruning failed at ratio {ratio}: {type(error).__name__}: "
                              f"{str(error).splitlines()[0][:200] if str(error) else ''}")
     return variants, notes
+
+
+def compared(other: Variant, uniform: Variant) -> Variant:
+    """Mark whether ``other`` has exactly the uniform plan's parameter shapes: then the two are one
+    architecture, and any difference in their timings is noise."""
+    def shapes(v):
+        return sorted(tuple(p.shape) for p in v.model.parameters())
+    other.same_widths = "yes" if shapes(other) == shapes(uniform) else "no"
+    return other
 
 
 def export_variants(name, variants, example, folder: Path) -> tuple[dict[str, Path], list[str]]:
@@ -145,7 +156,7 @@ def time_variants(name, variants, paths, runtime, batch, args) -> list[dict]:
         rows.append(dict(model=name, method=v.method, ratio=v.ratio, macs=v.macs, macs_factor=macs_factor,
                          params=v.params, runtime=runtime, batch=batch, latency_ms=ms, speedup=base_ms / ms,
                          efficiency=base_ms / ms / macs_factor, runs=timings[v.key].runs,
-                         floor_groups=v.floor_groups))
+                         floor_groups=v.floor_groups, same_widths=v.same_widths))
     if runtime == "torch-cuda":  # the CPU runtimes of the next batch need the models back
         for v in ready:
             v.model.to("cpu")

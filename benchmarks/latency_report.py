@@ -14,7 +14,8 @@ import statistics
 from pathlib import Path
 
 FIELDS = ["model", "method", "ratio", "macs", "macs_factor", "params", "runtime", "batch", "latency_ms",
-          "speedup", "efficiency", "runs", "floor_groups"]
+          "speedup", "efficiency", "runs", "floor_groups",
+          "same_widths"]
 FLOOR_RUNTIME, FLOOR_RATIO = "ort-cpu", 0.5
 
 
@@ -94,21 +95,26 @@ def peer_table(rows, batches) -> list[str]:
         return []
     ours = [m for m in PLANS if _find(rows, method=m, runtime=FLOOR_RUNTIME)]
     names = {"fxprune": "fxprune", "fxprune-latency": "fxprune latency-aware"}
-    head = "| model | ratio | MACs factor fxprune / TP | " + " | ".join(
+    head = "| model | ratio | MACs factor fxprune / TP | TP widths = fxprune's | " + " | ".join(
         " | ".join(f"b{b} {names[m]}" for m in ours) + f" | b{b} TP" for b in batches) + " |"
     lines = [f"### fxprune vs Torch-Pruning 1.6.1 at the same MACs ({FLOOR_RUNTIME})", "", head,
-             "|" + "---|" * (3 + (len(ours) + 1) * len(batches))]
+             "|" + "---|" * (4 + (len(ours) + 1) * len(batches))]
     lines += _side_by_side(rows, batches, "torch-pruning", lambda peer, uniform: [
-        f"{uniform['macs_factor']:.2f} / {peer['macs_factor']:.2f}" if uniform else "—"], ours)
+        f"{uniform['macs_factor']:.2f} / {peer['macs_factor']:.2f}" if uniform else "—", peer["same_widths"]], ours)
     for method in ours:
         for batch in batches:
             pairs = [(mine, peer) for peer in _find(rows, method="torch-pruning", runtime=FLOOR_RUNTIME, batch=batch)
                      for mine in _find(rows, method=method, runtime=FLOOR_RUNTIME, batch=batch,
                                        model=peer["model"], ratio=peer["ratio"])]
             if pairs:
-                ahead = sum(mine["speedup"] >= peer["speedup"] for mine, peer in pairs)
-                lines.append(f"* {names[method]}, batch {batch}: as fast as TP or faster in {ahead} of {len(pairs)}; "
-                             f"median speedup ratio fxprune / TP "
+                behind = [(mine, peer) for mine, peer in pairs if mine["speedup"] < peer["speedup"]]
+                twins = sum(peer["same_widths"] == "yes" and mine["same_widths"] in ("", "yes")
+                            for mine, peer in behind)
+                lines.append(f"* {names[method]}, batch {batch}: as fast as TP or faster in "
+                             f"{len(pairs) - len(behind)} of {len(pairs)}"
+                             + (f" (behind with TP's exact widths, one architecture timed twice: {twins})"
+                                if twins else "")
+                             + "; median speedup ratio fxprune / TP "
                              f"{statistics.median(m['speedup'] / p['speedup'] for m, p in pairs):.2f}")
     return lines + [""]
 
@@ -118,14 +124,15 @@ def allocation_table(rows, batches) -> list[str]:
     aware = _find(rows, method="fxprune-latency", runtime=FLOOR_RUNTIME)
     if not aware:
         return []
-    head = "| model | ratio | MACs factor uniform / latency | groups keeping ≤25% uniform / latency | " + " | ".join(
+    head = ("| model | ratio | MACs factor uniform / latency | groups keeping ≤25% uniform / latency "
+            "| same widths | ") + " | ".join(
         f"b{b} uniform | b{b} latency-aware" for b in batches) + " |"
     lines = [f"### Uniform vs latency-aware allocation at the same MACs ({FLOOR_RUNTIME})", "",
              "Cells: speedup over the original (speedup ÷ MACs factor).", "", head,
-             "|" + "---|" * (4 + 2 * len(batches))]
+             "|" + "---|" * (5 + 2 * len(batches))]
     lines += _side_by_side(rows, batches, "fxprune-latency", lambda aware, uniform: [
         f"{uniform['macs_factor']:.2f} / {aware['macs_factor']:.2f}" if uniform else "—",
-        f"{uniform['floor_groups']} / {aware['floor_groups']}" if uniform else "—"])
+        f"{uniform['floor_groups']} / {aware['floor_groups']}" if uniform else "—", aware["same_widths"]])
     for batch in batches:
         pairs = [(u, a) for a in _find(aware, batch=batch)
                  for u in _find(rows, method="fxprune", runtime=FLOOR_RUNTIME, batch=batch, model=a["model"],
