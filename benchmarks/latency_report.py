@@ -14,8 +14,7 @@ import statistics
 from pathlib import Path
 
 FIELDS = ["model", "method", "ratio", "macs", "macs_factor", "params", "runtime", "batch", "latency_ms",
-          "speedup", "efficiency", "runs", "floor_groups",
-          "same_widths"]
+          "speedup", "efficiency", "runs", "floor_groups", "same_widths"]
 FLOOR_RUNTIME, FLOOR_RATIO = "ort-cpu", 0.5
 
 
@@ -54,6 +53,7 @@ def _runtime_table(rows, runtime, batches) -> list[str]:
 
 
 PLANS = {"fxprune": "uniform plan", "fxprune-latency": "latency-aware plan"}
+COLUMN_NAMES = {"fxprune": "fxprune", "fxprune-latency": "fxprune latency-aware"}
 
 
 def floor_summary(rows, batches) -> list[str]:
@@ -94,29 +94,29 @@ def peer_table(rows, batches) -> list[str]:
     if not _find(rows, method="torch-pruning", runtime=FLOOR_RUNTIME):
         return []
     ours = [m for m in PLANS if _find(rows, method=m, runtime=FLOOR_RUNTIME)]
-    names = {"fxprune": "fxprune", "fxprune-latency": "fxprune latency-aware"}
     head = "| model | ratio | MACs factor fxprune / TP | TP widths = fxprune's | " + " | ".join(
-        " | ".join(f"b{b} {names[m]}" for m in ours) + f" | b{b} TP" for b in batches) + " |"
+        " | ".join(f"b{b} {COLUMN_NAMES[m]}" for m in ours) + f" | b{b} TP" for b in batches) + " |"
     lines = [f"### fxprune vs Torch-Pruning 1.6.1 at the same MACs ({FLOOR_RUNTIME})", "", head,
              "|" + "---|" * (4 + (len(ours) + 1) * len(batches))]
     lines += _side_by_side(rows, batches, "torch-pruning", lambda peer, uniform: [
         f"{uniform['macs_factor']:.2f} / {peer['macs_factor']:.2f}" if uniform else "—", peer["same_widths"]], ours)
-    for method in ours:
-        for batch in batches:
-            pairs = [(mine, peer) for peer in _find(rows, method="torch-pruning", runtime=FLOOR_RUNTIME, batch=batch)
-                     for mine in _find(rows, method=method, runtime=FLOOR_RUNTIME, batch=batch,
-                                       model=peer["model"], ratio=peer["ratio"])]
-            if pairs:
-                behind = [(mine, peer) for mine, peer in pairs if mine["speedup"] < peer["speedup"]]
-                twins = sum(peer["same_widths"] == "yes" and mine["same_widths"] in ("", "yes")
-                            for mine, peer in behind)
-                lines.append(f"* {names[method]}, batch {batch}: as fast as TP or faster in "
-                             f"{len(pairs) - len(behind)} of {len(pairs)}"
-                             + (f" (behind with TP's exact widths, one architecture timed twice: {twins})"
-                                if twins else "")
-                             + "; median speedup ratio fxprune / TP "
-                             f"{statistics.median(m['speedup'] / p['speedup'] for m, p in pairs):.2f}")
-    return lines + [""]
+    return lines + [line for method in ours for batch in batches for line in _peer_summary(rows, method, batch)] + [""]
+
+
+def _peer_summary(rows, method, batch) -> list[str]:
+    """How often ``method`` is at least as fast as Torch-Pruning, and how many of the misses time one
+    architecture twice (both have the uniform plan's exact shapes), where the gap is noise."""
+    pairs = [(mine, peer) for peer in _find(rows, method="torch-pruning", runtime=FLOOR_RUNTIME, batch=batch)
+             for mine in _find(rows, method=method, runtime=FLOOR_RUNTIME, batch=batch, model=peer["model"],
+                               ratio=peer["ratio"])]
+    if not pairs:
+        return []
+    behind = [(mine, peer) for mine, peer in pairs if mine["speedup"] < peer["speedup"]]
+    twins = sum(peer["same_widths"] == "yes" and mine["same_widths"] in ("", "yes") for mine, peer in behind)
+    twins_note = f" (behind with TP's exact widths, one architecture timed twice: {twins})" if twins else ""
+    ratio = statistics.median(mine["speedup"] / peer["speedup"] for mine, peer in pairs)
+    return [f"* {COLUMN_NAMES[method]}, batch {batch}: as fast as TP or faster in {len(pairs) - len(behind)} of "
+            f"{len(pairs)}{twins_note}; median speedup ratio fxprune / TP {ratio:.2f}"]
 
 
 def allocation_table(rows, batches) -> list[str]:
