@@ -96,6 +96,22 @@ def test_recalibrate_bn_leaves_models_without_batchnorm_alone():
     assert recalibrate_bn(torch.nn.Linear(3, 3), as_batches(torch.randn(2, 3))) == 0
 
 
+def test_finetune_clips_the_gradient_norm():
+    model = randomize(Residual())
+    x, y = data(32)
+    small = fxprune.compress(model, (x, y), ratio=0.5)
+    before = torch.cat([p.detach().flatten() for p in small.parameters()])
+
+    def moved(**options):
+        tuned = fxprune.finetune(small, [(x, y * 0)], max_steps=1, lr=1.0, momentum=0.0, weight_decay=0.0, **options)
+        return (torch.cat([p.detach().flatten() for p in tuned.parameters()]) - before).norm().item()
+
+    assert moved(max_grad_norm=1e-3) == pytest.approx(1e-3, rel=1e-3)  # one SGD step of lr 1 moves by the clipped norm
+    assert moved(max_grad_norm=None) > 1e-2
+    with pytest.raises(InputError, match="max_grad_norm"):
+        fxprune.finetune(small, [(x, y)], max_grad_norm=0)
+
+
 def test_finetune_with_distillation_trains_a_copy():
     model = randomize(Residual())
     x, y = data(32)
