@@ -2,12 +2,17 @@
 
     python benchmarks/latency_calibration.py                         # six models, batch 8, one thread
     python benchmarks/latency_calibration.py resnet50 --batch 32 --threads 2
+    python benchmarks/latency_calibration.py --threads 2 --compare-plans 10 30  # same speed?
 
 Each model is timed on ONNX Runtime CPU as it is and pruned uniformly at each ratio (side by side,
 interleaved rounds). The latency model splits every variant's modelled cost into MACs and element
 traffic; a fit of ``time ≈ scale_model · (MACs + k·elements)`` (one scale per model, one ``k`` for
 all, least squares on log times) gives ``k``: the cost of one element read or written, in MACs, on
 this machine and runtime. Fitting ratios within each model keeps load changes between models out.
+
+``--compare-plans K ...`` asks whether the fitted value matters: for each model, the uniform plan at
+ratio 0.5 and the latency plans built with each ``K`` at the same MACs, timed side by side with the
+original at batches 1 and 32.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import torch
 import torchvision
 
 import fxprune
+import fxprune.cost
 from fxprune import latency
 from fxprune.analysis import analyze_graph
 from fxprune.compress import traced
@@ -64,6 +70,32 @@ def measure(name: str, args, folder: Path) -> list[tuple[str, float, float, floa
     return [(key, macs, elements, timings[key].median_ms) for key, (macs, elements) in zip(variants, terms)]
 
 
+def compare_plans(name: str, args, folder: Path) -> list[str]:
+    """Table rows: speedup over the original of the uniform plan and of the latency plan built with
+    each element cost in ``args.compare_plans``, at batches 1 and 32."""
+    model = torchvision.models.get_model(name, weights=None).eval()
+    example = torch.randn(1, 3, args.size, args.size)
+    variants = {"original": model, "uniform": fxprune.compress(model, example, ratio=0.5)}
+    fitted = fxprune.cost.ELEMENT_COST
+    try:
+        for k in args.compare_plans:
+            fxprune.cost.ELEMENT_COST = k
+            variants[f"k={k:g}"] = fxprune.compress(model, example, ratio=0.5, allocation="latency")
+    finally:
+        fxprune.cost.ELEMENT_COST = fitted
+    paths = {key: folder / f"{name}-{key}.onnx" for key in variants}
+    for key, module in variants.items():
+        fxprune.export_onnx(module, (example,), paths[key])
+    cells = [name]
+    for batch in (1, 32):
+        inputs = torch.randn(batch, 3, args.size, args.size)
+        runners = {key: latency.onnx_runner(path, inputs, args.threads) for key, path in paths.items()}
+        timings = latency.measure_side_by_side(runners, warmup=1, budget_s=args.budget)
+        base = timings["original"].median_ms
+        cells += [f"{base / timings[key].median_ms:.2f}×" for key in variants if key != "original"]
+    return cells
+
+
 def fit(rows) -> tuple[float, dict[str, float]]:
     """The element cost k, and a time scale per model, for time = scale·(MACs + k·elements).
 
@@ -94,9 +126,19 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--budget", type=float, default=4.0)
+    parser.add_argument("--compare-plans", type=float, nargs="+", metavar="K",
+                        help="time latency plans built with each element cost K beside the uniform plan")
     args = parser.parse_args(argv)
     torch.set_flush_denormal(True)
     torch.set_num_threads(args.threads)
+    if args.compare_plans:
+        plans = ["uniform", *(f"k={k:g}" for k in args.compare_plans)]
+        print("| model | " + " | ".join(f"b{b} {p}" for b in (1, 32) for p in plans) + " |")
+        print("|---|" + "---|" * (2 * len(plans)))
+        with tempfile.TemporaryDirectory() as folder:
+            for name in args.models:
+                print("| " + " | ".join(compare_plans(name, args, Path(folder))) + " |", flush=True)
+        return
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for name in args.models:

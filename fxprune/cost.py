@@ -33,8 +33,9 @@ the convolution kernel). ``ELEMENT_COST`` — one tensor
 element read or written, in MACs — was fitted on ONNX Runtime CPU (one thread, batch 8) to the
 latencies of mobilenet_v2, efficientnet_b0, regnet_y_800mf, convnext_tiny, densenet121 and resnet18,
 original and uniformly pruned at ratios 0.25 and 0.5 (``benchmarks/latency_calibration.py``; 10.0,
-models taken one by one gave 4 to 25); it is a property of the machine and runtime, so treat it as
-a default, not a constant of nature.
+models taken one by one gave 4 to 25; two threads gave 10.9 at batch 8, 11.2 at 32 and 30.5 at 1); it
+is a property of the machine and runtime, so treat it as a default, not a constant of nature: set
+``fxprune.cost.ELEMENT_COST`` to a refitted value and later latency plans use it.
 """
 
 from __future__ import annotations
@@ -107,9 +108,10 @@ class LatencyModel:
     """Modelled time of ``analysis.gm`` (in MAC-equivalents) for any keep counts, one per group."""
 
     def __init__(self, analysis: Analysis, inputs: tuple, macs: MacsModel | None = None,
-                 element_cost: float = ELEMENT_COST):
+                 element_cost: float | None = None):
         self.macs = macs or MacsModel(analysis, inputs)
-        self.sizes, self.element_cost = self.macs.sizes, element_cost
+        self.sizes = self.macs.sizes
+        self.element_cost = ELEMENT_COST if element_cost is None else element_cost  # read now: refits apply
         slots = slots_per_dim(analysis)
         shapes = {output_key(n, p): s for n in analysis.gm.graph.nodes for p, s in tensor_shapes(n).items()}
         self.memory_terms = [(count * int(np.prod(shapes[key])), shrink_factors(shapes[key], slots.get(key, {})))
@@ -171,7 +173,7 @@ def _uniform_fraction(model: LatencyModel, target: float) -> float:
 
 
 def latency_keep_counts(analysis: Analysis, inputs: tuple, target: float, scores: list[np.ndarray],
-                        round_to: int = 1, element_cost: float = ELEMENT_COST,
+                        round_to: int = 1, element_cost: float | None = None,
                         fallback: list[int] | None = None) -> list[int]:
     """Keep counts at ``target`` of the MACs that cut the modelled latency more than a score-only ranking.
 

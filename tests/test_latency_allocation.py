@@ -104,6 +104,19 @@ def test_expansion_around_a_depthwise_conv_costs_more_time_per_mac_than_a_dense_
     assert 0 < full - half < full
 
 
+def test_a_refitted_element_cost_set_on_the_module_is_used(monkeypatch):
+    """The calibration benchmark tells users to set ``fxprune.cost.ELEMENT_COST``: it must take effect."""
+    model, x = randomize(Inverted()), example()
+    with evaluating(model):
+        _, analysis, _ = choose_and_rewrite(model, x, ratio=0.0)
+    keep_all = [g.size for g in analysis.groups]
+    default = LatencyModel(analysis, (x,)).estimate(keep_all)
+    monkeypatch.setattr(fxprune.cost, "ELEMENT_COST", 2 * fxprune.cost.ELEMENT_COST)
+    refitted = LatencyModel(analysis, (x,))
+    assert refitted.element_cost == fxprune.cost.ELEMENT_COST
+    assert refitted.estimate(keep_all) > default
+
+
 def test_ratio_with_latency_allocation_keeps_the_macs_of_the_uniform_ratio():
     model, x = randomize(Inverted()), example()
     uniform = fxprune.compress(model, x, ratio=0.5, round_to=1)
