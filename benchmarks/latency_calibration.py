@@ -3,6 +3,7 @@
     python benchmarks/latency_calibration.py                         # six models, batch 8, one thread
     python benchmarks/latency_calibration.py resnet50 --batch 32 --threads 2
     python benchmarks/latency_calibration.py --threads 2 --compare-plans 10 30  # same speed?
+    python benchmarks/latency_calibration.py --threads 2 --widths              # narrow layers' rate
 
 Each model is timed on ONNX Runtime CPU as it is and pruned uniformly at each ratio (side by side,
 interleaved rounds). The latency model splits every variant's modelled cost into MACs and element
@@ -12,7 +13,9 @@ this machine and runtime. Fitting ratios within each model keeps load changes be
 
 ``--compare-plans K ...`` asks whether the fitted value matters: for each model, the uniform plan at
 ratio 0.5 and the latency plans built with each ``K`` at the same MACs, timed side by side with the
-original at batches 1 and 32.
+original at batches 1 and 32. ``--widths`` asks where the model stops holding: one convolution
+(``w`` to ``w`` channels, 1×1 or 3×3) timed at growing widths, its measured MACs per second beside
+the rate the model gives it, MACs / (MACs + ELEMENT_COST · elements), both relative to the widest.
 """
 
 from __future__ import annotations
@@ -96,6 +99,27 @@ def compare_plans(name: str, args, folder: Path) -> list[str]:
     return cells
 
 
+WIDTHS = (8, 16, 24, 32, 48, 64, 128, 256)
+
+
+def width_rates(kernel: int, size: int, args, folder: Path) -> list[str]:
+    """Table rows: one ``w``→``w`` convolution (then ReLU) per width, at ``args.batch`` and ``size``²."""
+    rates = []
+    for width in WIDTHS:
+        layer = torch.nn.Sequential(torch.nn.Conv2d(width, width, kernel, padding=kernel // 2), torch.nn.ReLU())
+        inputs = torch.randn(args.batch, width, size, size)
+        path = folder / f"conv{kernel}-{width}.onnx"
+        fxprune.export_onnx(layer.eval(), (inputs[:1],), path)
+        runner = latency.onnx_runner(path, inputs, args.threads)
+        ms = latency.measure_side_by_side({"conv": runner}, warmup=2, budget_s=args.budget / 4)["conv"].median_ms
+        macs = args.batch * width * width * kernel * kernel * size * size
+        elements = 2 * args.batch * width * size * size  # read and written once each
+        rates.append((width, macs / ms / 1e6, macs / (macs + fxprune.cost.ELEMENT_COST * elements)))
+    _, top_measured, top_modelled = rates[-1]
+    return [f"| {kernel}×{kernel} | {size} | {width} | {measured:.1f} | {measured / top_measured:.2f} | "
+            f"{modelled / top_modelled:.2f} |" for width, measured, modelled in rates]
+
+
 def fit(rows) -> tuple[float, dict[str, float]]:
     """The element cost k, and a time scale per model, for time = scale·(MACs + k·elements).
 
@@ -128,9 +152,17 @@ def main(argv=None) -> None:
     parser.add_argument("--budget", type=float, default=4.0)
     parser.add_argument("--compare-plans", type=float, nargs="+", metavar="K",
                         help="time latency plans built with each element cost K beside the uniform plan")
+    parser.add_argument("--widths", action="store_true", help="measured against modelled rate of narrow convolutions")
     args = parser.parse_args(argv)
     torch.set_flush_denormal(True)
     torch.set_num_threads(args.threads)
+    if args.widths:
+        print("| conv | size | width | measured GMAC/s | measured, of widest | modelled, of widest |\n"
+              "|---|---|---|---|---|---|")
+        with tempfile.TemporaryDirectory() as folder:
+            for kernel, size in ((1, 28), (3, 28), (1, 56)):
+                print("\n".join(width_rates(kernel, size, args, Path(folder))), flush=True)
+        return
     if args.compare_plans:
         plans = ["uniform", *(f"k={k:g}" for k in args.compare_plans)]
         print("| model | " + " | ".join(f"b{b} {p}" for b in (1, 32) for p in plans) + " |")
