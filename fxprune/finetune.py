@@ -54,7 +54,8 @@ def finetune(model: torch.nn.Module, data, *, teacher: torch.nn.Module | None = 
              device=None) -> torch.nn.Module:
     """Train a copy of ``model`` on ``data`` for ``epochs`` passes (or ``max_steps`` batches);
     ``max_grad_norm=None`` turns the gradient clipping off."""
-    if max_grad_norm is not None and not max_grad_norm > 0:
+    if max_grad_norm is not None and (isinstance(max_grad_norm, bool) or not isinstance(max_grad_norm, (int, float))
+                                      or not max_grad_norm > 0):
         raise InputError(f"finetune: max_grad_norm must be a positive number or None, got {max_grad_norm!r}")
     batches = as_batches(data) if not isinstance(data, torch.utils.data.DataLoader) else None
     per_epoch = len(batches) if batches is not None else len(data)

@@ -108,8 +108,9 @@ def test_finetune_clips_the_gradient_norm():
 
     assert moved(max_grad_norm=1e-3) == pytest.approx(1e-3, rel=1e-3)  # one SGD step of lr 1 moves by the clipped norm
     assert moved(max_grad_norm=None) > 1e-2
-    with pytest.raises(InputError, match="max_grad_norm"):
-        fxprune.finetune(small, [(x, y)], max_grad_norm=0)
+    for bad in (0, -1.0, "5", float("nan")):
+        with pytest.raises(InputError, match="max_grad_norm"):
+            fxprune.finetune(small, [(x, y)], max_grad_norm=bad)
 
 
 def test_finetune_with_distillation_trains_a_copy():
