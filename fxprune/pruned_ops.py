@@ -1,7 +1,7 @@
 """Attention that states its widths: what the rewrite installs where torchvision's attention derives
 its head size from the width of the residual stream.
 
-``nn.MultiheadAttention`` and torchvision's ``shifted_window_attention`` both compute
+``nn.MultiheadAttention`` and torchvision's ``shifted_window_attention`` (and its 3-D twin) compute
 ``head_dim = embed_dim // num_heads`` and scale the logits by ``head_dim ** -0.5``. Once the stream
 and the heads are pruned separately that no longer holds, so the replacements take the query/key
 width and value width per head, and the original logit scale, explicitly. With nothing pruned they
@@ -62,14 +62,22 @@ class PrunedMultiheadAttention(nn.Module):
         return (out if self.batch_first else out.transpose(0, 1)), None
 
 
+def _band(size: int, window: int, shift: int, device) -> torch.Tensor:
+    """Along one padded axis, which of the three shifted-window bands each position falls in.
+
+    Bands are [0, size − window), [size − window, size − shift) and [size − shift, size), as torchvision
+    slices them; with no shift along the axis, its last slice ``[-0:]`` covers it all: one band.
+    """
+    index = torch.arange(size, device=device)
+    if shift == 0:
+        return torch.zeros_like(index)
+    return (index >= size - window).long() + (index >= size - shift).long()
+
+
 def _window_regions(padded_h: int, padded_w: int, window: list[int], shift: list[int], device) -> torch.Tensor:
     """Which of the nine shifted-window regions each padded position falls in, as (H, W) labels."""
-
-    def band(size, win, sh):
-        index = torch.arange(size, device=device)
-        return (index >= size - win).long() + (index >= size - sh).long()
-
-    return band(padded_h, window[0], shift[0])[:, None] * 3 + band(padded_w, window[1], shift[1])[None, :]
+    return (_band(padded_h, window[0], shift[0], device)[:, None] * 3
+            + _band(padded_w, window[1], shift[1], device)[None, :])
 
 
 def _partition(x: torch.Tensor, window: list[int]) -> torch.Tensor:
@@ -123,3 +131,50 @@ def window_attention(x, qkv_weight, proj_weight, relative_position_bias, window_
 
 
 torch.fx.wrap("window_attention")
+
+
+def _partition_3d(x: torch.Tensor, window: list[int]) -> torch.Tensor:
+    """(B, T, H, W, C) → (B·windows, window volume, C)."""
+    b, t, h, w, c = x.shape
+    x = x.view(b, t // window[0], window[0], h // window[1], window[1], w // window[2], window[2], c)
+    return x.permute(0, 1, 3, 5, 2, 4, 6, 7).reshape(-1, window[0] * window[1] * window[2], c)
+
+
+def _unpartition_3d(x: torch.Tensor, window: list[int], b: int, t: int, h: int, w: int) -> torch.Tensor:
+    x = x.view(b, t // window[0], h // window[1], w // window[2], window[0], window[1], window[2], x.shape[-1])
+    return x.permute(0, 1, 4, 2, 5, 3, 6, 7).reshape(b, t, h, w, -1)
+
+
+def window_attention_3d(x, qkv_weight, proj_weight, relative_position_bias, window_size, num_heads, shift_size,
+                        attention_dropout=0.0, dropout=0.0, qkv_bias=None, proj_bias=None, training=True,
+                        qk_dim=None, scale=None):
+    """Swin3D's shifted-window self-attention over (B, T, H, W, C), with explicit per-head query/key
+    width and logit scale (torchvision's ``shifted_window_attention_3d`` derives both from C)."""
+    b, t, h, w, _ = x.shape
+    pads = [(-size) % win for size, win in zip((t, h, w), window_size)]
+    x = F.pad(x, (0, 0, 0, pads[2], 0, pads[1], 0, pads[0]))
+    padded = [t + pads[0], h + pads[1], w + pads[2]]
+    shifted = sum(shift_size) > 0
+    if shifted:
+        x = torch.roll(x, shifts=[-s for s in shift_size], dims=(1, 2, 3))
+    windows = _partition_3d(x, window_size)
+    qk_rows = num_heads * qk_dim
+    sizes = [qk_rows, qk_rows, qkv_weight.shape[0] - 2 * qk_rows]
+    q, k, v = (_heads(part, num_heads) for part in F.linear(windows, qkv_weight, qkv_bias).split(sizes, dim=-1))
+    attn = (q * scale) @ k.transpose(-2, -1) + relative_position_bias
+    if shifted:
+        bands = [_band(size, win, sh, x.device) for size, win, sh in zip(padded, window_size, shift_size)]
+        regions = bands[0][:, None, None] * 9 + bands[1][None, :, None] * 3 + bands[2][None, None, :]
+        regions = _partition_3d(regions[None, :, :, :, None], window_size).squeeze(-1)
+        mask = (regions[:, None, :] != regions[:, :, None]).to(attn.dtype) * -100.0
+        length = windows.shape[1]
+        attn = (attn.view(b, -1, num_heads, length, length) + mask[None, :, None]).view(-1, num_heads, length, length)
+    attn = F.dropout(F.softmax(attn, dim=-1), p=attention_dropout, training=training)
+    out = F.dropout(F.linear(_merge_heads(attn @ v), proj_weight, proj_bias), p=dropout, training=training)
+    out = _unpartition_3d(out, window_size, b, *padded)
+    if shifted:
+        out = torch.roll(out, shifts=list(shift_size), dims=(1, 2, 3))
+    return out[:, :t, :h, :w].contiguous()
+
+
+torch.fx.wrap("window_attention_3d")

@@ -9,8 +9,9 @@ from torchvision.models.swin_transformer import (
     ShiftedWindowAttentionV2,
     shifted_window_attention,
 )
+from torchvision.models.video.swin_transformer import shifted_window_attention_3d
 
-from fxprune.pruned_ops import PrunedMultiheadAttention, window_attention
+from fxprune.pruned_ops import PrunedMultiheadAttention, window_attention, window_attention_3d
 
 
 @pytest.mark.parametrize("cosine", [False, True])
@@ -26,6 +27,20 @@ def test_window_attention_matches_torchvision(cosine, shift):
     kwargs = dict(qkv_bias=qkv_bias, proj_bias=proj_bias, logit_scale=logit_scale, training=False)
     want = shifted_window_attention(*args, **kwargs)
     got = window_attention(*args, **kwargs, qk_dim=channels // heads, scale=(channels // heads) ** -0.5)
+    assert torch.allclose(want, got, atol=1e-5)
+
+
+@pytest.mark.parametrize("shift", [[0, 0, 0], [1, 2, 2], [0, 2, 1]])
+def test_window_attention_3d_matches_torchvision(shift):
+    torch.manual_seed(0)
+    channels, heads, window = 12, 3, [2, 4, 4]
+    x = torch.randn(2, 3, 7, 9, channels)
+    qkv, proj = torch.randn(3 * channels, channels), torch.randn(channels, channels)
+    qkv_bias, proj_bias, bias = torch.randn(3 * channels), torch.randn(channels), torch.randn(1, heads, 32, 32)
+    args = (x, qkv, proj, bias, window, heads, shift)
+    kwargs = dict(qkv_bias=qkv_bias, proj_bias=proj_bias, training=False)
+    want = shifted_window_attention_3d(*args, **kwargs)
+    got = window_attention_3d(*args, **kwargs, qk_dim=channels // heads, scale=(channels // heads) ** -0.5)
     assert torch.allclose(want, got, atol=1e-5)
 
 

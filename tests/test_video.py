@@ -65,11 +65,22 @@ def test_functions_that_write_into_list_literals_trace_and_compress():
     compress_checked(model, (torch.randn(2, 3, 4, 6, 6),), ratio=0.5)
 
 
-def test_swin3d_attention_is_frozen_with_a_reason_naming_it():
-    model = torchvision.models.video.swin3d_t(num_classes=7)
-    report = fxprune.analyze(model, torch.randn(1, 3, 4, 64, 64))
-    assert any("shifted_window_attention_3d" in g.frozen_reason for g in report.frozen)
-    assert report.prunable_channels > 0  # the MLP hidden layers
+def test_swin3d_attention_is_pruned_and_equals_the_masked_original():
+    """Stream and head widths of the window attention shrink; only the position tables stay whole."""
+    model = randomize(torchvision.models.video.swin3d_t(num_classes=7))
+    x = video_input("swin3d_t")
+    report = fxprune.analyze(model, x)
+    assert not any("shifted_window_attention_3d" in g.frozen_reason for g in report.frozen)
+    small, analysis, plan, result = compress_checked(model, (x,), ratio=0.5)
+    qkv = "features.0.0.attn.qkv.weight"
+    assert small.state_dict()[qkv].shape[0] < model.state_dict()[qkv].shape[0]
+
+
+def test_swin3d_is_exact_with_layer_norm_replaced_by_a_per_channel_map():
+    """LayerNorm mixes pruned channels, so the oracle above checks shapes; without it, exactly."""
+    model = randomize(torchvision.models.video.swin3d_t(num_classes=7, norm_layer=ChannelAffine))
+    small, analysis, plan, result = compress_checked(model.double(), (video_input("swin3d_t").double(),), ratio=0.5)
+    assert result.exact and parameter_count(small) < 0.5 * parameter_count(model)
 
 
 class ChannelAffine(nn.Module):

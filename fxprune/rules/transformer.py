@@ -1,4 +1,4 @@
-"""Transformer blocks: multi-head attention (ViT), shifted-window attention (Swin), patch merging.
+"""Transformer blocks: multi-head attention (ViT), shifted-window attention (Swin, Swin3D), patch merging.
 
 Attention holds three kinds of channels: the residual stream it reads and writes (in-projection
 columns, out-projection rows), the query/key width of each head (query row r and key row r meet in
@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch.nn as nn
 import torchvision.models.swin_transformer as swin
+import torchvision.models.video.swin_transformer as swin3d
 
 from .. import pruned_ops
 from ..slots import DimRef
@@ -140,6 +141,44 @@ def window_attention(view: NodeView):
     qk_rows, v_rows = _attention_widths(view, qkv, args["num_heads"], proj)
     cosine = "cosine attention normalises over the query/key width" if args.get("logit_scale") is not None else None
     yield from head_ties(qkv, proj, args["num_heads"], qk_rows, v_rows, keep_qk=cosine)
+
+
+_WINDOW_3D_ARGS = ["x", "qkv_weight", "proj_weight", "relative_position_bias", "window_size", "num_heads",
+                   "shift_size", "attention_dropout", "dropout", "qkv_bias", "proj_bias", "training", "qk_dim",
+                   "scale"]
+
+
+def _window_3d_args(view: NodeView) -> dict:
+    named = dict(zip(_WINDOW_3D_ARGS, view.node.args))
+    named.update(view.node.kwargs)
+    if "input" in named:  # torchvision's name for the tokens
+        named["x"] = named.pop("input")
+    return named
+
+
+def _replace_window_attention_3d(view: NodeView, ctx):
+    """Call ``pruned_ops.window_attention_3d`` with the widths the pruned weights now have."""
+    args = _window_3d_args(view)
+    heads = args["num_heads"]
+    if view.node.target is swin3d.shifted_window_attention_3d:
+        args["scale"] = (view.shape(view.key_of(args["x"]))[-1] // heads) ** -0.5
+    qkv, proj = view.key_of(args["qkv_weight"]), view.key_of(args["proj_weight"])
+    v_rows = ctx.new_size(DimRef(proj, 1))
+    args["qk_dim"] = (ctx.new_size(DimRef(qkv, 0)) - v_rows) // (2 * heads)
+    view.node.target, view.node.args, view.node.kwargs = pruned_ops.window_attention_3d, (), args
+
+
+@register(swin3d.shifted_window_attention_3d, pruned_ops.window_attention_3d, shrink=_replace_window_attention_3d)
+def window_attention_3d(view: NodeView):
+    """Swin3D's attention over (B, T, H, W, C) windows: the same three kinds of channels as Swin's."""
+    args = _window_3d_args(view)
+    x, qkv, proj = view.key_of(args["x"]), view.key_of(args["qkv_weight"]), view.key_of(args["proj_weight"])
+    if None in (x, qkv, proj):
+        return
+    biases = [(view.key_of(args.get("qkv_bias")), qkv), (view.key_of(args.get("proj_bias")), proj)]
+    yield from _stream_ties(view, x, view.out(), qkv, proj, biases)
+    qk_rows, v_rows = _attention_widths(view, qkv, args["num_heads"], proj)
+    yield from head_ties(qkv, proj, args["num_heads"], qk_rows, v_rows)
 
 
 @register(swin._patch_merging_pad)

@@ -6,8 +6,8 @@ mixing channels, so the generic view and broadcast ties describe them:
 
     (B, N, C) --_unsqueeze(x, 4, 1)--> ((B, 1, N, C), 3): C tied to C, N to N, B to B.
 
-Swin3D's ``shifted_window_attention_3d`` computes its head width from the input's size inside the
-call, so its channels cannot change from outside: it has no rule and freezes what it touches.
+Swin3D's ``shifted_window_attention_3d`` derives its head width from the input's size; its rule
+lives beside Swin's in ``transformer.py`` and installs ``pruned_ops.window_attention_3d``.
 """
 
 from __future__ import annotations
