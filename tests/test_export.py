@@ -38,6 +38,14 @@ def test_pruned_family_exports_and_matches_onnx_runtime(name, tmp_path):
     assert result.output_scale > 0 and result.max_abs_diff <= result.output_scale * export.TOLERANCE
 
 
+def test_pruned_swin3d_window_attention_exports(tmp_path):
+    """The 3-D window attention the rewrite installs traces into ONNX and matches ONNX Runtime."""
+    x = torch.randn(1, 3, 4, 32, 32)
+    small = fxprune.compress(randomize(torchvision.models.video.swin3d_t(num_classes=5)), x, ratio=0.5)
+    result = fxprune.export_onnx(small, x, tmp_path / "small.onnx")
+    assert result.relative < export.TOLERANCE
+
+
 @pytest.mark.parametrize("model", [SqueezeExcite, Concat, Grouped, ChannelShuffle], ids=lambda m: m.__name__)
 def test_hand_written_patterns_export(model, tmp_path):
     small, x = _pruned(model(), 8)
