@@ -101,33 +101,42 @@ def multihead_attention(view: NodeView):
     yield from head_ties(qkv, proj, view.module.num_heads, qk_rows, v_rows)
 
 
+# Positional arguments of Swin's and Swin3D's window attention (their replacements add qk_dim, scale).
 _WINDOW_ARGS = ["x", "qkv_weight", "proj_weight", "relative_position_bias", "window_size", "num_heads",
                 "shift_size", "attention_dropout", "dropout", "qkv_bias", "proj_bias", "logit_scale", "training",
                 "qk_dim", "scale"]
+_WINDOW_3D_ARGS = [name for name in _WINDOW_ARGS if name != "logit_scale"]
 
 
 def _window_args(view: NodeView) -> dict:
-    named = dict(zip(_WINDOW_ARGS, view.node.args))
+    three_d = view.node.target in (swin3d.shifted_window_attention_3d, pruned_ops.window_attention_3d)
+    named = dict(zip(_WINDOW_3D_ARGS if three_d else _WINDOW_ARGS, view.node.args))
     named.update(view.node.kwargs)
+    if "input" in named:  # Swin3D's name for the tokens
+        named["x"] = named.pop("input")
     return named
 
 
+_REPLACEMENTS = {swin.shifted_window_attention: pruned_ops.window_attention,
+                 swin3d.shifted_window_attention_3d: pruned_ops.window_attention_3d}
+
+
 def _replace_window_attention(view: NodeView, ctx):
-    """Call ``pruned_ops.window_attention`` with the widths the pruned weights now have."""
+    """Call the ``pruned_ops`` window attention with the widths the pruned weights now have."""
     args = _window_args(view)
     heads = args["num_heads"]
-    if view.node.target is swin.shifted_window_attention:
-        width = view.shape(view.key_of(args["x"]))[-1] // heads
-        args.update(qk_dim=width, scale=width**-0.5)
+    replacement = _REPLACEMENTS.get(view.node.target, view.node.target)
+    if replacement is not view.node.target:  # torchvision's: its logit scale came from the stream width
+        args["scale"] = (view.shape(view.key_of(args["x"]))[-1] // heads) ** -0.5
     qkv, proj = view.key_of(args["qkv_weight"]), view.key_of(args["proj_weight"])
     v_rows = ctx.new_size(DimRef(proj, 1))
     args["qk_dim"] = (ctx.new_size(DimRef(qkv, 0)) - v_rows) // (2 * heads)
-    view.node.target, view.node.args, view.node.kwargs = pruned_ops.window_attention, (), args
+    view.node.target, view.node.args, view.node.kwargs = replacement, (), args
 
 
-@register(swin.shifted_window_attention, pruned_ops.window_attention, shrink=_replace_window_attention)
+@register(*_REPLACEMENTS, *_REPLACEMENTS.values(), shrink=_replace_window_attention)
 def window_attention(view: NodeView):
-    """Swin's attention: stream and head widths as for ``nn.MultiheadAttention``.
+    """Swin's and Swin3D's attention: stream and head widths as for ``nn.MultiheadAttention``.
 
     Swin V2's cosine attention normalises queries and keys over the head width, so that width
     stays whole there (removing part of it would change every logit).
@@ -141,44 +150,6 @@ def window_attention(view: NodeView):
     qk_rows, v_rows = _attention_widths(view, qkv, args["num_heads"], proj)
     cosine = "cosine attention normalises over the query/key width" if args.get("logit_scale") is not None else None
     yield from head_ties(qkv, proj, args["num_heads"], qk_rows, v_rows, keep_qk=cosine)
-
-
-_WINDOW_3D_ARGS = ["x", "qkv_weight", "proj_weight", "relative_position_bias", "window_size", "num_heads",
-                   "shift_size", "attention_dropout", "dropout", "qkv_bias", "proj_bias", "training", "qk_dim",
-                   "scale"]
-
-
-def _window_3d_args(view: NodeView) -> dict:
-    named = dict(zip(_WINDOW_3D_ARGS, view.node.args))
-    named.update(view.node.kwargs)
-    if "input" in named:  # torchvision's name for the tokens
-        named["x"] = named.pop("input")
-    return named
-
-
-def _replace_window_attention_3d(view: NodeView, ctx):
-    """Call ``pruned_ops.window_attention_3d`` with the widths the pruned weights now have."""
-    args = _window_3d_args(view)
-    heads = args["num_heads"]
-    if view.node.target is swin3d.shifted_window_attention_3d:
-        args["scale"] = (view.shape(view.key_of(args["x"]))[-1] // heads) ** -0.5
-    qkv, proj = view.key_of(args["qkv_weight"]), view.key_of(args["proj_weight"])
-    v_rows = ctx.new_size(DimRef(proj, 1))
-    args["qk_dim"] = (ctx.new_size(DimRef(qkv, 0)) - v_rows) // (2 * heads)
-    view.node.target, view.node.args, view.node.kwargs = pruned_ops.window_attention_3d, (), args
-
-
-@register(swin3d.shifted_window_attention_3d, pruned_ops.window_attention_3d, shrink=_replace_window_attention_3d)
-def window_attention_3d(view: NodeView):
-    """Swin3D's attention over (B, T, H, W, C) windows: the same three kinds of channels as Swin's."""
-    args = _window_3d_args(view)
-    x, qkv, proj = view.key_of(args["x"]), view.key_of(args["qkv_weight"]), view.key_of(args["proj_weight"])
-    if None in (x, qkv, proj):
-        return
-    biases = [(view.key_of(args.get("qkv_bias")), qkv), (view.key_of(args.get("proj_bias")), proj)]
-    yield from _stream_ties(view, x, view.out(), qkv, proj, biases)
-    qk_rows, v_rows = _attention_widths(view, qkv, args["num_heads"], proj)
-    yield from head_ties(qkv, proj, args["num_heads"], qk_rows, v_rows)
 
 
 @register(swin._patch_merging_pad)
