@@ -74,10 +74,21 @@ def _band(size: int, window: int, shift: int, device) -> torch.Tensor:
     return (index >= size - window).long() + (index >= size - shift).long()
 
 
-def _window_regions(padded_h: int, padded_w: int, window: list[int], shift: list[int], device) -> torch.Tensor:
-    """Which of the nine shifted-window regions each padded position falls in, as (H, W) labels."""
-    return (_band(padded_h, window[0], shift[0], device)[:, None] * 3
-            + _band(padded_w, window[1], shift[1], device)[None, :])
+def _window_regions(padded: list[int], window: list[int], shift: list[int], device) -> torch.Tensor:
+    """Which shifted-window region (a band per axis) each padded position falls in, as labels over
+    the padded axes: (H, W) for Swin, (T, H, W) for Swin3D."""
+    labels = torch.zeros((), dtype=torch.long, device=device)
+    for size, win, sh in zip(padded, window, shift):
+        labels = labels[..., None] * 3 + _band(size, win, sh, device)
+    return labels
+
+
+def _mask_across_regions(attn: torch.Tensor, windowed_regions: torch.Tensor, batch: int) -> torch.Tensor:
+    """Add −100 to the logits between positions of one window that came from different regions
+    (``windowed_regions``: window × position labels), as torchvision's shifted-window mask does."""
+    mask = (windowed_regions[:, None, :] != windowed_regions[:, :, None]).to(attn.dtype) * -100.0
+    heads, length = attn.shape[1], attn.shape[-1]
+    return (attn.view(batch, -1, heads, length, length) + mask[None, :, None]).view(-1, heads, length, length)
 
 
 def _partition(x: torch.Tensor, window: list[int]) -> torch.Tensor:
@@ -117,11 +128,8 @@ def window_attention(x, qkv_weight, proj_weight, relative_position_bias, window_
         attn = (q * scale) @ k.transpose(-2, -1)
     attn = attn + relative_position_bias
     if sum(shift) > 0:
-        regions = _partition(_window_regions(full_h, full_w, window_size, shift, x.device)[None, :, :, None],
-                             window_size).squeeze(-1)
-        mask = (regions[:, None, :] != regions[:, :, None]).to(attn.dtype) * -100.0
-        length = windows.shape[1]
-        attn = (attn.view(b, -1, num_heads, length, length) + mask[None, :, None]).view(-1, num_heads, length, length)
+        regions = _window_regions([full_h, full_w], window_size, shift, x.device)
+        attn = _mask_across_regions(attn, _partition(regions[None, ..., None], window_size).squeeze(-1), b)
     attn = F.dropout(F.softmax(attn, dim=-1), p=attention_dropout, training=training)
     out = F.dropout(F.linear(_merge_heads(attn @ v), proj_weight, proj_bias), p=dropout, training=training)
     out = _unpartition(out, window_size, b, full_h, full_w)
@@ -163,12 +171,8 @@ def window_attention_3d(x, qkv_weight, proj_weight, relative_position_bias, wind
     q, k, v = (_heads(part, num_heads) for part in F.linear(windows, qkv_weight, qkv_bias).split(sizes, dim=-1))
     attn = (q * scale) @ k.transpose(-2, -1) + relative_position_bias
     if shifted:
-        bands = [_band(size, win, sh, x.device) for size, win, sh in zip(padded, window_size, shift_size)]
-        regions = bands[0][:, None, None] * 9 + bands[1][None, :, None] * 3 + bands[2][None, None, :]
-        regions = _partition_3d(regions[None, :, :, :, None], window_size).squeeze(-1)
-        mask = (regions[:, None, :] != regions[:, :, None]).to(attn.dtype) * -100.0
-        length = windows.shape[1]
-        attn = (attn.view(b, -1, num_heads, length, length) + mask[None, :, None]).view(-1, num_heads, length, length)
+        regions = _window_regions(padded, window_size, shift_size, x.device)
+        attn = _mask_across_regions(attn, _partition_3d(regions[None, ..., None], window_size).squeeze(-1), b)
     attn = F.dropout(F.softmax(attn, dim=-1), p=attention_dropout, training=training)
     out = F.dropout(F.linear(_merge_heads(attn @ v), proj_weight, proj_bias), p=dropout, training=training)
     out = _unpartition_3d(out, window_size, b, *padded)
