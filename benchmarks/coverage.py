@@ -56,11 +56,11 @@ def measure(name: str, family: str, ratio: float, export: bool = False) -> dict:
     import torch
     import torchvision
 
-    from fxprune import oracle
+    from fxprune.choose.criteria import get_criterion
+    from fxprune.choose.plan import kept_count, plan_from_scores
     from fxprune.compress import evaluating, plan_and_rewrite, traced
-    from fxprune.criteria import get_criterion
-    from fxprune.measure import count_macs, count_parameters
-    from fxprune.plan import kept_count, plan_from_scores
+    from fxprune.graph.measure import count_macs, count_parameters
+    from fxprune.rewrite import oracle
 
     torch.set_flush_denormal(True)
     torch.manual_seed(0)
@@ -107,7 +107,7 @@ def _export_parity(small, inputs) -> dict:
     """Export to ONNX and compare ONNX Runtime's output with PyTorch's (relative to the output scale)."""
     import tempfile
 
-    from fxprune.export import export_onnx
+    from fxprune.deploy.export import export_onnx
 
     start = time.perf_counter()
     try:

@@ -34,8 +34,8 @@ import torchvision
 from tqdm import tqdm
 
 import fxprune
-from fxprune import latency
-from fxprune.measure import count_macs, count_parameters
+from fxprune.deploy import latency
+from fxprune.graph.measure import count_macs, count_parameters
 
 MODELS = ["resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0", "vgg16_bn",
           "densenet121", "regnet_y_800mf", "convnext_tiny", "shufflenet_v2_x1_0", "vit_b_16"]
@@ -169,12 +169,12 @@ def profile(name, variants, paths, args) -> list[str]:
     if not pruned or "original@0.0" not in paths:
         return []
     example = (torch.randn(max(args.batches), 3, args.size, args.size),)
-    before = fxprune.export.profile_ops(paths["original@0.0"], example, args.threads)
+    before = fxprune.deploy.export.profile_ops(paths["original@0.0"], example, args.threads)
     return [line for v in pruned for line in _profile_table(name, v, variants[0], before, paths, example, args)]
 
 
 def _profile_table(name, pruned, original, before, paths, example, args) -> list[str]:
-    after = fxprune.export.profile_ops(paths[pruned.key], example, args.threads)
+    after = fxprune.deploy.export.profile_ops(paths[pruned.key], example, args.threads)
     macs_factor = original.macs / pruned.macs
     lines = [f"### {name}, {pruned.method}, ratio 0.5, batch {max(args.batches)} (MACs factor {macs_factor:.2f}; "
              f"total {sum(before.values()):.1f} → {sum(after.values()):.1f} ms)", "",
@@ -189,7 +189,7 @@ def _profile_table(name, pruned, original, before, paths, example, args) -> list
 def settings(args, skipped) -> list[str]:
     return [f"threads: {args.threads} (ORT intra-op and torch.set_num_threads), {os.cpu_count()} CPU cores "
             f"visible, {platform.processor() or platform.machine()}",
-            f"torch {torch.__version__}, onnxruntime {fxprune.export.runtime_version()}, "
+            f"torch {torch.__version__}, onnxruntime {fxprune.deploy.export.runtime_version()}, "
             f"input {args.size}×{args.size}, "
             f"batches {args.batches}, L1 criterion, round_to={args.round_to}, random weights, denormals flushed",
             f"timing: interleaved rounds, warm-up, median; ≥3 rounds and ~{args.budget:.0f} s per cell; "

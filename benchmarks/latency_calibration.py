@@ -27,17 +27,17 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import tempfile
 from pathlib import Path
 
+import fxprune.cost
 import numpy as np
 import torch
 import torchvision
 
 import fxprune
-import fxprune.cost
-from fxprune import latency
-from fxprune.analysis import analyze_graph
+from fxprune.analysis.analyze import analyze_graph
+from fxprune.choose.cost import LatencyModel
+from fxprune.choose.plan import _anchor
 from fxprune.compress import traced
-from fxprune.cost import LatencyModel
-from fxprune.plan import _anchor
+from fxprune.deploy import latency
 
 MODELS = ["mobilenet_v2", "efficientnet_b0", "regnet_y_800mf", "convnext_tiny", "densenet121", "resnet18"]
 

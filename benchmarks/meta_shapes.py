@@ -16,7 +16,8 @@ import time
 import torch
 import torchvision
 
-from fxprune.tracing import MetaShapePropagation, ShapePropagation, tensor_shapes, trace
+from fxprune.graph.capture import trace
+from fxprune.graph.shapes import MetaShapePropagation, ShapePropagation, tensor_shapes
 
 LARGEST = {"regnet_y_128gf", "regnet_y_32gf", "regnet_y_16gf", "vit_h_14", "vit_l_16", "vit_l_32"}
 VIDEO_INPUTS = {"s3d": (1, 3, 16, 224, 224), "mvit_v1_b": (1, 3, 16, 224, 224), "mvit_v2_s": (1, 3, 16, 224, 224),

@@ -36,12 +36,13 @@ from quality_report import label, write_report  # noqa: E402
 from quality_training import accuracy, cached_baseline  # noqa: E402
 
 import fxprune  # noqa: E402
-from fxprune.allocation import MacsModel, uniform_counts_at  # noqa: E402
-from fxprune.analysis import analyze_graph  # noqa: E402
-from fxprune.batchnorm import recalibrate_bn  # noqa: E402
+from fxprune.analysis.analyze import analyze_graph  # noqa: E402
+from fxprune.choose.allocation import MacsModel, uniform_counts_at  # noqa: E402
+from fxprune.choose.mlacp import TERMS  # noqa: E402
 from fxprune.compress import evaluating, traced  # noqa: E402
-from fxprune.inputs import as_batches  # noqa: E402
-from fxprune.measure import count_macs  # noqa: E402
+from fxprune.graph.inputs import as_batches  # noqa: E402
+from fxprune.graph.measure import count_macs  # noqa: E402
+from fxprune.recover.batchnorm import recalibrate_bn  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 CRITERIA = ("l1", "l2", "bn_scale", "taylor", "random", "reconstruction")
@@ -73,7 +74,7 @@ def uniform_ratio(model, example, target: float) -> float:
 def method_object(name: str, args):
     if name.startswith("mlacp"):
         terms = {"mlacp-r": ("reconstruction",), "mlacp-rg": ("reconstruction", "gram"),
-                 "mlacp-rc": ("reconstruction", "classification")}.get(name, fxprune.mlacp.TERMS)
+                 "mlacp-rc": ("reconstruction", "classification")}.get(name, TERMS)
         return fxprune.MLACP(terms=terms, steps=args.steps, lr=args.lr, alpha=args.alpha, beta=args.beta,
                              least_squares=not args.no_least_squares, progress=False)
     return name

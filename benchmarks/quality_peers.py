@@ -14,7 +14,7 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from fxprune.plan import kept_count
+from fxprune.choose.plan import kept_count
 
 PEERS = ("tp_magnitude", "tp_taylor")
 

@@ -24,11 +24,11 @@ from pathlib import Path
 import torch
 import torchvision
 
-from fxprune.analysis import analyze_graph
+from fxprune.analysis.analyze import analyze_graph
+from fxprune.choose.criteria import get_criterion
+from fxprune.choose.plan import kept_count, plan_from_scores
 from fxprune.compress import evaluating, traced
-from fxprune.criteria import get_criterion
-from fxprune.plan import kept_count, plan_from_scores
-from fxprune.rewrite import rewrite
+from fxprune.rewrite.apply import rewrite
 
 RESULTS = Path(__file__).parent / "results"
 

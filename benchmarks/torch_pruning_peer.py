@@ -11,7 +11,7 @@ import copy
 
 import torch
 
-from fxprune.measure import count_macs
+from fxprune.graph.measure import count_macs
 
 MACS_TOLERANCE = 0.03
 SEARCH_STEPS = 4

@@ -3,18 +3,22 @@
     import fxprune
     small = fxprune.compress(model, data, ratio=0.5)
     print(fxprune.analyze(model, example))
+
+The pipeline, one package per stage: ``graph`` (capture and shapes) → ``analysis`` (coupled
+channels, from the op ``rules``) → ``choose`` (the plan) → ``rewrite`` → ``deploy``; ``recover``
+wins back accuracy afterwards. ``fxprune.pipeline`` runs the stages one by one.
 """
 
+from . import rules
+from .choose import cost
+from .choose.mlacp import MLACP
+from .choose.plan import Plan
 from .compress import analyze, apply_plan, compress
+from .deploy.export import ExportError, export_onnx
+from .deploy.saving import load, save
 from .errors import FxpruneError, InputError, RewriteError, TraceError
-from .export import ExportError, export_onnx
-from .finetune import finetune
-from .mlacp import MLACP
-from .plan import Plan
-from .saving import load, save
+from .recover.finetune import finetune
 from .submodule import compress_submodule
 
-__all__ = ["FxpruneError", "InputError", "Plan", "RewriteError", "TraceError", "analyze", "apply_plan", "compress",
-           "finetune", "MLACP"]
-__all__ += ["ExportError", "export_onnx", "load", "save"]
-__all__ += ["compress_submodule"]
+__all__ = ["ExportError", "FxpruneError", "InputError", "MLACP", "Plan", "RewriteError", "TraceError", "analyze",
+           "apply_plan", "compress", "compress_submodule", "cost", "export_onnx", "finetune", "load", "rules", "save"]

@@ -23,9 +23,10 @@ import torch
 import torchvision
 from tqdm import tqdm
 
-from . import analyze, compress, export_onnx, latency, save
+from . import analyze, compress, export_onnx, save
+from .deploy import latency
 from .errors import FxpruneError, InputError
-from .measure import count_macs, count_parameters
+from .graph.measure import count_macs, count_parameters
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

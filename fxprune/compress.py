@@ -9,17 +9,18 @@ import warnings
 import torch
 import torch.fx
 
-from .analysis import Analysis, analyze_graph
-from .batchnorm import recalibrate_bn as recalibrate_batch_norms
+from .analysis.analyze import Analysis, analyze_graph
+from .analysis.report import Report
+from .choose.plan import Plan
+from .choose.selection import Chooser, check_target_macs
 from .errors import InputError, RewriteError
-from .inputs import as_batches, example_inputs, input_specs, model_device, required_inputs
-from .modes import dropped_modules, rehost, training_graph
-from .plan import Plan
-from .report import Report
-from .rewrite import rewrite
-from .selection import Chooser, check_target_macs
-from .slots import DimRef
-from .tracing import propagate_shapes, tensor_shapes, trace
+from .graph.capture import trace
+from .graph.inputs import as_batches, example_inputs, input_specs, model_device, required_inputs
+from .graph.modes import dropped_modules, rehost, training_graph
+from .graph.shapes import propagate_shapes, tensor_shapes
+from .graph.tensors import DimRef
+from .recover.batchnorm import recalibrate_bn as recalibrate_batch_norms
+from .rewrite.apply import rewrite
 
 _MAX_ROUNDS = 6
 
@@ -53,7 +54,7 @@ def traced(model: torch.nn.Module, inputs: tuple, leaf_modules=()) -> torch.fx.G
 
 def _freeze_nodes(gm: torch.fx.GraphModule, names: list[str], why: str) -> dict[DimRef, str]:
     """Freeze every dim of the named nodes and of their inputs (after a failed shape check)."""
-    from .slots import output_key
+    from .graph.tensors import output_key
 
     frozen = {}
     nodes = {n.name: n for n in gm.graph.nodes}

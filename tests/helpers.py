@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from fxprune import oracle
+from fxprune.choose.criteria import get_criterion
+from fxprune.choose.plan import kept_count, plan_from_scores
 from fxprune.compress import evaluating, plan_and_rewrite, traced
-from fxprune.criteria import get_criterion
-from fxprune.plan import kept_count, plan_from_scores
+from fxprune.rewrite import oracle
 
 
 def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -16,8 +16,11 @@ def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 
 
 def compress_checked(model, inputs: tuple, ratio: float = 0.5, method="random", tolerance: float = 1e-4,
-                     ignore=()):
+                     ignore=(), expect_removed: bool = True):
     """Compress with a random choice of channels; assert the result equals the masked original.
+
+    ``expect_removed``: the plan must remove channels (a test passing because nothing was pruned
+    proves nothing); only the fuzzer, whose nets may hold nothing removable, turns it off.
 
     Where a LayerNorm mixes pruned channels the equality does not hold; there the outputs'
     shapes are compared (inside ``oracle.compare``) and the forward must run.
@@ -32,6 +35,8 @@ def compress_checked(model, inputs: tuple, ratio: float = 0.5, method="random", 
         gm = traced(model, inputs)
         small, analysis, plan = plan_and_rewrite(gm, inputs, choose, ignore)
     small.graph.lint()
+    if expect_removed:
+        assert plan.removed_channels > 0, f"nothing removed ({len(analysis.groups)} groups)"
     result = oracle.check(analysis, plan, small, inputs)
     assert result.output_scale > 0, "the model's output is identically zero: the check would be vacuous"
     if result.exact:

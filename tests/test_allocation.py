@@ -8,10 +8,10 @@ from helpers import randomize
 from models import Chain, Residual
 
 import fxprune
-from fxprune.batchnorm import recalibrate_bn
 from fxprune.errors import InputError
-from fxprune.inputs import as_batches
-from fxprune.measure import count_macs
+from fxprune.graph.inputs import as_batches
+from fxprune.graph.measure import count_macs
+from fxprune.recover.batchnorm import recalibrate_bn
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

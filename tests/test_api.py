@@ -10,7 +10,7 @@ from helpers import parameter_count, randomize
 from models import Chain, Residual
 
 import fxprune
-from fxprune.oracle import compare
+from fxprune.graph.outputs import compare
 
 
 def _state(model):

@@ -10,7 +10,7 @@ from helpers import randomize
 from models import ChannelShuffle, Concat, Grouped, SqueezeExcite
 
 import fxprune
-from fxprune import export
+from fxprune.deploy import export
 
 FAMILIES = {"resnet18": 32, "mobilenet_v3_small": 64, "shufflenet_v2_x0_5": 64}
 

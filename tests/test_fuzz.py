@@ -3,10 +3,8 @@
 The long run is ``benchmarks/fuzz.py``; here a fixed, derandomized sample keeps CI fast and stable.
 """
 
-import importlib.util
-
 import pytest
-from fuzz_models import architectures, check
+from fuzz_models import REFUSALS, architectures, check
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -16,15 +14,26 @@ FUZZ = settings(deadline=None, derandomize=True, database=None,
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+OUTCOMES: list[str] = []
 
 
 @settings(FUZZ, max_examples=200)
 @given(architectures(), st.sampled_from([0.3, 0.5, 0.7]))
-def test_random_architectures_compress_exactly_or_refuse(spec, ratio):
-    assert check(spec, ratio) in ("pruned", "frozen", "refused")
+def test_random_architectures_compress_exactly(spec, ratio):
+    """``check`` asserts the oracle; a refusal is a failure here (the long runs have none)."""
+    outcome = check(spec, ratio)
+    assert outcome in ("pruned", "frozen"), f"refused: {REFUSALS[-1][2]}"
+    OUTCOMES.append(outcome)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("fxprune.export") is None, reason="fxprune.export not available")
+def test_most_random_architectures_lose_channels():
+    """Runs after the sample above: most nets lose channels ("frozen" ones are those whose groups are all
+    too small to lose one at the ratio; 126 of these 200 were pruned when this was written)."""
+    if len(OUTCOMES) < 50:
+        pytest.skip("run together with test_random_architectures_compress_exactly")
+    assert OUTCOMES.count("pruned") >= 0.5 * len(OUTCOMES), f"{OUTCOMES.count('pruned')} of {len(OUTCOMES)} pruned"
+
+
 @settings(FUZZ, max_examples=100)
 @given(architectures(max_blocks=4))
 def test_random_architectures_export_to_onnx_and_match(tmp_path_factory, spec):

@@ -9,14 +9,14 @@ import torch.nn.functional as F
 from helpers import randomize
 
 import fxprune
-from fxprune import oracle
-from fxprune.allocation import MIN_KEEP_FRACTION
+from fxprune.choose.allocation import MIN_KEEP_FRACTION
+from fxprune.choose.cost import LATENCY_MIN_CHANNELS, LatencyModel
+from fxprune.choose.selection import Chooser
 from fxprune.compress import evaluating, plan_and_rewrite, traced
-from fxprune.cost import LATENCY_MIN_CHANNELS, LatencyModel
 from fxprune.errors import InputError
-from fxprune.inputs import as_batches
-from fxprune.measure import count_macs
-from fxprune.selection import Chooser
+from fxprune.graph.inputs import as_batches
+from fxprune.graph.measure import count_macs
+from fxprune.rewrite import oracle
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -11,17 +11,17 @@ from helpers import randomize
 from models import Chain, ChainFunctional, Residual
 
 import fxprune
-from fxprune import oracle
-from fxprune.analysis import analyze_graph
+from fxprune.analysis.analyze import analyze_graph
+from fxprune.analysis.sites import group_sites
+from fxprune.choose.mlacp import MLACP
+from fxprune.choose.mlacp.compensation import least_squares_start
+from fxprune.choose.mlacp.losses import channel_gram_loss, loss_parts, reconstruction_loss, spatial_gram_loss
+from fxprune.choose.mlacp.masks import ChannelMasks
+from fxprune.choose.refit import refit_layer
 from fxprune.compress import evaluating, plan_and_rewrite, traced
 from fxprune.errors import FxpruneError, InputError
-from fxprune.mlacp import MLACP
-from fxprune.mlacp.capture import Prefixes, prefix_values
-from fxprune.mlacp.compensation import least_squares_start
-from fxprune.mlacp.geometry import group_sites
-from fxprune.mlacp.losses import channel_gram_loss, loss_parts, reconstruction_loss, spatial_gram_loss
-from fxprune.mlacp.masks import ChannelMasks
-from fxprune.refit import refit_layer
+from fxprune.graph.partial_run import Prefixes, prefix_values
+from fxprune.rewrite import oracle
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -52,8 +52,8 @@ def test_mlacp_keeps_the_masked_model_it_refined():
     model = randomize(Residual())
     x, y = data()
     method = quick()
-    choose_batches = fxprune.inputs.as_batches((x, y))
-    from fxprune.selection import Chooser
+    choose_batches = fxprune.graph.inputs.as_batches((x, y))
+    from fxprune.choose.selection import Chooser
 
     chooser = Chooser(method, choose_batches, (x[:1],), ratio=0.4)
     with evaluating(model):
@@ -164,7 +164,7 @@ def test_least_squares_start_equals_the_refit_of_the_consumer():
         gm = traced(model, (x[:1],))
     analysis = analyze_graph(gm)
     site = next(s for s in group_sites(analysis) if s.consumers and s.consumers[0].target == "c2")
-    batches = fxprune.inputs.as_batches([x[:8], x[8:]], None)
+    batches = fxprune.graph.inputs.as_batches([x[:8], x[8:]], None)
     features = [{"c2": gm.c2(gm.b1(gm.c1(b.inputs[0])).relu()).detach()} for b in batches]
     masks = ChannelMasks(analysis)
     masks.remove(site.group, np.array([0, 3]))

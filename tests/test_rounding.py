@@ -7,7 +7,7 @@ from helpers import randomize
 from models import Chain
 
 import fxprune
-from fxprune.plan import kept_count
+from fxprune.choose.plan import kept_count
 
 
 def _pruned_widths(small) -> list[int]:

@@ -8,8 +8,9 @@ import torch
 import torch.nn as nn
 
 from fxprune.errors import RewriteError
-from fxprune.rewrite import verify_shapes
-from fxprune.tracing import MetaShapePropagation, ShapePropagation, record_shapes, tensor_shapes, trace
+from fxprune.graph.capture import trace
+from fxprune.graph.shapes import MetaShapePropagation, ShapePropagation, record_shapes, tensor_shapes
+from fxprune.rewrite.apply import verify_shapes
 
 
 class NormsAndActivations(nn.Module):

@@ -11,7 +11,7 @@ from torchvision.models.swin_transformer import (
 )
 from torchvision.models.video.swin_transformer import shifted_window_attention_3d
 
-from fxprune.pruned_ops import PrunedMultiheadAttention, window_attention, window_attention_3d
+from fxprune.rules.pruned_ops import PrunedMultiheadAttention, window_attention, window_attention_3d
 
 
 @pytest.mark.parametrize("cosine", [False, True])

@@ -10,7 +10,7 @@ import operator
 
 import torch
 
-from ..slots import DimRef
+from ..graph.tensors import DimRef
 from .base import NodeView, Tie, register
 
 

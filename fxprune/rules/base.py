@@ -24,8 +24,9 @@ import numpy as np
 import torch
 import torch.fx
 
-from ..slots import DimRef, SlotTable, output_key, param_key
-from ..tracing import tensor_shapes
+from ..analysis.slots import SlotTable
+from ..graph.shapes import tensor_shapes
+from ..graph.tensors import DimRef, output_key, param_key
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.ops.stochastic_depth import StochasticDepth, stochastic_depth
 
-from ..slots import DimRef
+from ..graph.tensors import DimRef
 from .base import NodeView, Tie, register, same_dims
 
 UNARY_MODULES = (

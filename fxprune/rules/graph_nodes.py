@@ -7,8 +7,8 @@ import operator
 import torch
 import torch.fx
 
-from ..slots import DimRef, output_key
-from ..tracing import tensor_shapes
+from ..graph.shapes import tensor_shapes
+from ..graph.tensors import DimRef, output_key
 from .base import Freeze, NodeView, Observe, Tie, register
 
 # Ops that take sizes as arguments and whose results the rewrite's shape check verifies.

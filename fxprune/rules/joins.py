@@ -13,8 +13,8 @@ import operator
 import numpy as np
 import torch
 
-from ..slots import DimRef
-from ..tracing import tensor_shapes
+from ..graph.shapes import tensor_shapes
+from ..graph.tensors import DimRef
 from .base import NodeView, Tie, register
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..slots import DimRef
+from ..graph.tensors import DimRef
 from .base import NodeView, Tie, register, same_dims
 
 CONV_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)

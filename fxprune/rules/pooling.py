@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..slots import DimRef
+from ..graph.tensors import DimRef
 from .base import NodeView, Tie, register
 
 POOL_MODULES = {

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..slots import DimRef
+from ..graph.tensors import DimRef
 from .base import NodeView, Tie, register
 
 

@@ -15,8 +15,8 @@ import torch.nn as nn
 import torchvision.models.swin_transformer as swin
 import torchvision.models.video.swin_transformer as swin3d
 
-from .. import pruned_ops
-from ..slots import DimRef
+from ..graph.tensors import DimRef
+from . import pruned_ops
 from .base import Freeze, NodeView, Tie, register
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from torchvision.models.video import mvit
 
-from ..tracing import tensor_shapes
+from ..graph.shapes import tensor_shapes
 from .base import NodeView, register, same_dims
 from .reshape import regroup_ties
 

@@ -1,0 +1,84 @@
+"""Where a channel group sits in the graph: its parameters, the nodes that consume it, its place in order.
+
+Layer-wise methods (MLACP, the least-squares refit) judge a group by the feature maps of its
+*consumers*: the nodes that read one of the group's parameters but whose own output does not carry
+the group's channels. For ``conv1 -> bn1 -> relu -> conv2`` the group of conv1's filters holds
+conv1's rows, bn1's entries and conv2's input columns; conv1's and bn1's outputs carry the channels,
+conv2's output does not, so conv2 is the consumer and its output is the feature map that matters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.fx
+
+from ..graph.shapes import tensor_shapes
+from ..graph.tensors import canonical_names, output_key, param_key
+from .analyze import Analysis
+from .grouping import ChannelGroup, Member
+
+
+@dataclass
+class GroupSite:
+    """One group's place in the graph, as layer-wise methods need it."""
+
+    group: ChannelGroup
+    name: str  # the anchor parameter, for messages
+    first_node: int  # position of the earliest node that touches the group
+    consumers: list[torch.fx.Node]  # nodes whose outputs judge the group
+    consumer_members: list[Member]  # the parameter slices that read the group's channels
+    params: list[str]  # qualified names of the parameters (not buffers) holding the group's slots
+
+
+def param_readers(gm: torch.fx.GraphModule) -> dict[str, list[torch.fx.Node]]:
+    """For every parameter or buffer key, the nodes that compute with it."""
+    aliases = canonical_names(gm)
+    readers: dict[str, list[torch.fx.Node]] = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_module":
+            module = gm.get_submodule(node.target)
+            names = [f"{node.target}.{n}" if node.target else n
+                     for n, _ in [*module.named_parameters(), *module.named_buffers()]]
+            for name in names:
+                readers.setdefault(param_key(aliases.get(name, name)), []).append(node)
+        elif node.op == "get_attr":
+            key = param_key(aliases.get(node.target, node.target))
+            readers.setdefault(key, []).extend(node.users)
+    return readers
+
+
+def group_sites(analysis: Analysis) -> list[GroupSite]:
+    """A site for every group of ``analysis``, ordered from the model's input to its output."""
+    gm = analysis.gm
+    nodes = list(gm.graph.nodes)
+    position = {n: i for i, n in enumerate(nodes)}
+    key_owner = {output_key(n, p): n for n in nodes for p in tensor_shapes(n)}
+    readers = param_readers(gm)
+    sites = [_site(group, analysis, position, key_owner, readers) for group in analysis.groups]
+    return sorted(sites, key=lambda s: (s.first_node, s.group.id))
+
+
+def _site(group, analysis, position, key_owner, readers) -> GroupSite:
+    carriers = {key_owner[m.ref.key] for m in group.members if m.ref.key in key_owner}
+    members = group.params(analysis.table)
+    touching = set(carriers)
+    consumers, consumer_members = [], []
+    for member in members:
+        for node in readers.get(member.ref.key, []):
+            touching.add(node)
+            if node not in carriers:
+                consumer_members.append(member)
+                if node not in consumers:
+                    consumers.append(node)
+    consumers.sort(key=position.__getitem__)
+    anchor = (members or group.members)[0].ref
+    return GroupSite(
+        group=group,
+        name=f"{anchor.key.removeprefix('param:')} dim {anchor.dim}",
+        first_node=min((position[n] for n in touching), default=0),
+        consumers=consumers,
+        consumer_members=consumer_members or members,
+        params=sorted({m.ref.key.removeprefix("param:") for m in members}),
+    )

@@ -1,0 +1,76 @@
+"""Reconstruction importance (ThiNet / CP style): how much of its consumers' output a channel makes.
+
+A channel's score is the energy, on the calibration data, of its contribution to the output of
+every conv or linear layer that reads it: ``Σ ‖W[:, j] * x_j‖²``. Removing the channels that
+contribute least changes the next layers' outputs least; ``compress`` then refits those layers'
+kept weights by least squares (``fxprune.refit``), as CP and ThiNet do, because this criterion
+asks for it (``refit_after``). Consumers that are neither a plain conv nor a linear layer count
+by their weights' squared magnitude.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ...analysis.analyze import Analysis
+from ...analysis.sites import group_sites
+from ...graph.partial_run import run_from
+from .magnitude import per_index
+
+MAX_SAMPLES = 32  # the per-channel contributions of a layer take samples × in × out maps
+
+
+def _column_energy(module, x: torch.Tensor) -> torch.Tensor | None:
+    """Energy of each input column's contribution to the layer's output (None: not a conv/linear)."""
+    weight = module.weight.detach()
+    if isinstance(module, torch.nn.Linear):
+        return x.reshape(-1, x.shape[-1]).pow(2).sum(0) * weight.pow(2).sum(0)
+    if isinstance(module, torch.nn.Conv2d) and module.groups == 1 and not isinstance(module.padding, str):
+        channels = weight.shape[1]
+        split = weight.transpose(0, 1).reshape(-1, 1, *weight.shape[2:])  # (in · out, 1, k, k)
+        out = F.conv2d(x, split, None, module.stride, module.padding, module.dilation, groups=channels)
+        return out.pow(2).reshape(x.shape[0], channels, -1).sum((0, 2))
+    return None
+
+
+def _consumer_inputs(analysis: Analysis, sites, batches) -> dict[str, torch.Tensor]:
+    """The input of every consumer layer, over at most ``MAX_SAMPLES`` calibration samples."""
+    wanted = {n.args[0].name for s in sites for n in s.consumers if n.args and hasattr(n.args[0], "name")}
+    found: dict[str, list[torch.Tensor]] = {}
+    seen = 0
+    with torch.no_grad():
+        for batch in batches:
+            kept = run_from(analysis.gm, batch.inputs, wanted=wanted)
+            for name in wanted:
+                if isinstance(kept.get(name), torch.Tensor):
+                    found.setdefault(name, []).append(kept[name])
+            seen += batch.size
+            if seen >= MAX_SAMPLES:
+                break
+    return {name: torch.cat(values)[:MAX_SAMPLES] for name, values in found.items()}
+
+
+def reconstruction(analysis: Analysis, batches) -> list[np.ndarray]:
+    sites = group_sites(analysis)
+    inputs = _consumer_inputs(analysis, sites, batches)
+    gm, scores = analysis.gm, {}
+    for site in sites:
+        score = np.zeros(site.group.size)
+        for member in site.consumer_members:
+            energy = None
+            readers = [n for n in site.consumers if n.op == "call_module"
+                       and f"param:{n.target}.weight" == member.ref.key and member.ref.dim == 1]
+            if readers and readers[0].args[0].name in inputs:
+                module = gm.get_submodule(readers[0].target)
+                energy = _column_energy(module, inputs[readers[0].args[0].name])
+            if energy is None:
+                energy = torch.as_tensor(per_index(gm.get_parameter(member.ref.key.removeprefix("param:")),
+                                                   member.ref.dim, 2))
+            score += energy.double().cpu().numpy()[member.index].sum(axis=1)
+        scores[site.group.id] = score
+    return [scores[group.id] for group in analysis.groups]
+
+
+reconstruction.refit_after = True

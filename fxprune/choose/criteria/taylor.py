@@ -1,0 +1,46 @@
+"""First-order Taylor importance: ``sum |w · dL/dw|`` over the weights a channel owns.
+
+The loss is cross-entropy on the batch's labels, or on the model's own predictions when the data
+has none (so the score measures how much the channel supports what the model already says).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ...analysis.analyze import Analysis
+from .magnitude import parameter
+
+
+def classification_loss(outputs, targets) -> torch.Tensor:
+    """Cross-entropy against ``targets``, or against the outputs' own argmax when there are none."""
+    logits = outputs[0] if isinstance(outputs, (tuple, list)) else outputs
+    logits = logits.flatten(1) if logits.dim() > 2 else logits
+    labels = targets if targets is not None else logits.detach().argmax(1)
+    return F.cross_entropy(logits, labels)
+
+
+def taylor(analysis: Analysis, batches) -> list[np.ndarray]:
+    gm = analysis.gm
+    named = {n: p for n, p in gm.named_parameters() if p.requires_grad}
+    totals = {name: torch.zeros_like(p) for name, p in named.items()}
+    for batch in batches:
+        loss = classification_loss(gm(*batch.inputs), batch.targets)
+        grads = torch.autograd.grad(loss, list(named.values()), allow_unused=True)  # leaves .grad alone
+        for (name, p), grad in zip(named.items(), grads):
+            if grad is not None:
+                totals[name] += (p.detach() * grad).abs()
+    scores = []
+    for group in analysis.groups:
+        score = np.zeros(group.size)
+        for member in group.params(analysis.table):
+            total = totals.get(member.ref.key.removeprefix("param:"))
+            if total is None:
+                total = parameter(analysis, member.ref.key).detach().abs() * 0
+            other = [d for d in range(total.dim()) if d != member.ref.dim]
+            values = (total.sum(other) if other else total).double().cpu().numpy()
+            score += values[member.index].sum(axis=1)
+        scores.append(score)
+    return scores

@@ -1,0 +1,43 @@
+"""Removed channels as zeros: the masked model that layer-wise methods work on before the rewrite.
+
+Zeroing every parameter slice of a removed channel makes the model compute exactly what the
+physically pruned model will (the correctness oracle of fxprune), so later layers can be judged
+and refined against the pruned network while it still has its original shapes. ``ChannelMasks``
+remembers what was zeroed so that refinement steps cannot bring a removed weight back.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ...analysis.analyze import Analysis
+from ...analysis.grouping import ChannelGroup
+
+
+class ChannelMasks:
+    """For every parameter that lost slots, a tensor of ones (kept) and zeros (removed)."""
+
+    def __init__(self, analysis: Analysis):
+        self.analysis = analysis
+        self.masks: dict[str, torch.Tensor] = {}
+
+    def remove(self, group: ChannelGroup, channels: np.ndarray) -> None:
+        """Zero ``channels`` (positions within ``group``) in every parameter of the group."""
+        if len(channels) == 0:
+            return
+        gm, table = self.analysis.gm, self.analysis.table
+        for member in group.params(table):
+            name = member.ref.key.removeprefix("param:")
+            param = gm.get_parameter(name)
+            mask = self.masks.setdefault(name, torch.ones_like(param, dtype=torch.bool))
+            gone = torch.as_tensor(member.index[channels].ravel(), device=param.device)
+            mask.index_fill_(member.ref.dim, gone, False)
+        self.apply()
+
+    @torch.no_grad()
+    def apply(self, names=None) -> None:
+        """Zero the removed slots again (after an optimizer step)."""
+        for name in names if names is not None else self.masks:
+            if name in self.masks:
+                self.analysis.gm.get_parameter(name).mul_(self.masks[name])

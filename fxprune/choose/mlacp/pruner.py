@@ -1,0 +1,221 @@
+"""MLACP: multi-loss-aware channel pruning, one group at a time from the input to the output.
+
+For each group: compute the baseline's feature maps at the group's consumers (once, up front),
+measure the joint loss ``L_R + α·L_G + β·L_C`` of the model pruned so far on the calibration data,
+score every channel by its sensitivity ``Σ (w · ∂L/∂w)²`` over the weights that read it, zero the
+channels that rank lowest, and take a few SGD steps on the group's kept weights; then the next
+group. The method works on ``analysis.gm`` in place (``compress`` hands it a private copy), so the
+rewrite that follows carries the refined weights into the small model.
+
+>>> small = fxprune.compress(model, loader, ratio=0.5, method=MLACP(alpha=1.0, beta=1.0))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ...analysis.analyze import Analysis
+from ...analysis.sites import GroupSite, group_sites
+from ...errors import FxpruneError
+from ...graph.inputs import Batch
+from ...graph.partial_run import Prefixes, run_from
+from ..criteria.magnitude import per_index
+from .compensation import least_squares_start
+from .losses import TERMS, loss_parts
+from .masks import ChannelMasks
+
+MAX_GRAD_NORM = 1.0
+
+
+@dataclass
+class GroupRecord:
+    """One line of the per-group log: what was kept and how the joint loss moved."""
+
+    group: str
+    kept: int
+    size: int
+    loss_pruned: float  # joint loss once the channels were zeroed (and the least-squares start made)
+    loss_refined: float  # after the SGD steps
+    seconds: float
+
+    def __str__(self) -> str:
+        return (f"{self.group}: keep {self.kept}/{self.size}, loss {self.loss_pruned:.4g} -> "
+                f"{self.loss_refined:.4g} ({self.seconds:.1f}s)")
+
+
+@dataclass
+class _Calibration:
+    """The data every group is judged on: inputs, labels, and the baseline's feature maps."""
+
+    batches: list[Batch]
+    labels: list[torch.Tensor]
+    features: list[dict[str, torch.Tensor]]
+
+
+@dataclass
+class MLACP:
+    """Layer-wise channel pruning with reconstruction, Gram-correlation and classification losses.
+
+    ``alpha`` weighs the Gram (correlation) loss and ``beta`` the cross-entropy, against the
+    reconstruction loss (all three are scale-free, see ``losses``); ``terms`` selects the losses
+    (the paper's ablation: ``("reconstruction",)``, ``+ "gram"``, ``+ "classification"``, all three).
+    ``steps`` SGD steps with learning rate ``lr`` refine each group's kept weights, one calibration
+    batch per step; ``calibration_batches`` caps the batches used (None: all that compress passes).
+    ``least_squares`` starts the steps from the least-squares refit of the group's plain conv/linear
+    consumers (``compensation``): a few SGD steps alone leave 10–25% of a layer's output energy
+    unreconstructed on the benchmark, the closed form gets most of it back.
+
+    Defaults (α = 1, β = 1, 5 steps at lr 0.05, momentum 0.9, gradient norm clipped to 1, every
+    calibration batch) were chosen with the quality benchmark (``benchmarks/quality.py``, ResNet-20,
+    2× and 3× fewer MACs, 3 seeds; ``benchmarks/results/quality_mlacp_sweep.md``). The losses are
+    scale-free, so α = 1 weighs the Gram terms like the reconstruction. β = 1 replaced β = 0.1: at
+    2× the weaker cross-entropy let the SGD steps wreck one seed in three; at 3× the two are level.
+    Over α ∈ {0.1, 1, 10}, β ∈ {0, 0.1, 0.3, 1}, steps ∈ {0, 2, 5, 20} and lr ∈ {0.005, 0.01, 0.05}
+    nothing else beat these by more than the spread between seeds; α = 10 and β = 0 were worse.
+    The SGD steps steady the result more than they raise it: what MLACP keeps is decided by which
+    channels the sensitivity picks and by the least-squares start.
+    Labels come from the data, or from the baseline's own predictions when the data has none.
+    """
+
+    alpha: float = 1.0
+    beta: float = 1.0
+    terms: tuple = TERMS
+    steps: int = 5
+    lr: float = 0.05
+    momentum: float = 0.9
+    calibration_batches: int | None = None
+    least_squares: bool = True
+    progress: bool = True
+    log: list[GroupRecord] = field(default_factory=list, repr=False)
+
+    refines_weights = True  # tells compress to give it a private copy and keep its weights
+
+    def __post_init__(self):
+        unknown = set(self.terms) - set(TERMS)
+        if unknown or not self.terms:
+            raise ValueError(f"MLACP terms: expected a non-empty subset of {TERMS}, got {self.terms!r}")
+
+    def prune(self, analysis: Analysis, batches: list[Batch], keep_counts: list[int]) -> list[np.ndarray]:
+        """Choose and refine, group after group; return scores whose top ``keep_counts`` are the kept channels."""
+        gm = analysis.gm
+        self.log = []
+        sites = group_sites(analysis)
+        consumers = {n.name for site in sites for n in site.consumers}
+        calibration = self._calibrate(gm, batches[: self.calibration_batches], consumers)
+        masks = ChannelMasks(analysis)
+        prefixes = Prefixes(gm, [batch.inputs for batch in calibration.batches])
+        index = {group.id: i for i, group in enumerate(analysis.groups)}
+        scores = [np.ones(group.size) for group in analysis.groups]
+        flags = {name: p.requires_grad for name, p in gm.named_parameters()}
+        for p in gm.parameters():
+            p.requires_grad_(False)
+        try:
+            bar = tqdm(sites, desc="mlacp", disable=not self.progress, leave=False)
+            for site in bar:
+                i = index[site.group.id]
+                if keep_counts[i] < site.group.size:
+                    envs = prefixes.at(site.first_node)
+                    scores[i] = self._prune_group(analysis, site, keep_counts[i], calibration, masks, envs)
+                    bar.set_postfix(loss=f"{self.log[-1].loss_refined:.4g}")
+        finally:
+            for name, p in gm.named_parameters():
+                p.requires_grad_(flags[name])
+        return scores
+
+    def _calibrate(self, gm, batches: list[Batch], wanted: set[str]) -> _Calibration:
+        baseline = copy.deepcopy(gm)
+        labels, features = [], []
+        with torch.no_grad():
+            for batch in batches:
+                kept = run_from(baseline, batch.inputs, wanted=wanted)
+                logits = kept.pop("output")
+                logits = logits[0] if isinstance(logits, (tuple, list)) else logits
+                labels.append(batch.targets if batch.targets is not None else logits.flatten(1).argmax(1))
+                features.append({k: v for k, v in kept.items() if isinstance(v, torch.Tensor)})
+        return _Calibration(batches, labels, features)
+
+    def _loss(self, gm, site: GroupSite, calibration: _Calibration, b: int, prefix: dict) -> torch.Tensor:
+        names = [n.name for n in site.consumers]
+        classify = "classification" in self.terms
+        positions = {n: i for i, n in enumerate(gm.graph.nodes)}
+        stop = None if classify or not site.consumers else max(positions[n] for n in site.consumers)
+        kept = run_from(gm, calibration.batches[b].inputs, site.first_node, prefix, names, stop)
+        parts = loss_parts(calibration.features[b], kept, names, kept.get("output"), calibration.labels[b],
+                           "gram" in self.terms, classify)
+        loss = parts.joint(self.alpha, self.beta, self.terms)
+        if not torch.isfinite(loss):
+            raise FxpruneError(f"MLACP: the joint loss became {float(loss)} at group {site.name}; "
+                               "lower lr or alpha/beta, or check the calibration data")
+        return loss
+
+    def _prune_group(self, analysis, site: GroupSite, keep: int, calibration, masks, prefixes) -> np.ndarray:
+        start = time.perf_counter()
+        gm = analysis.gm
+        params = [gm.get_parameter(name) for name in site.params]
+        for p in params:
+            p.requires_grad_(True)
+        try:
+            score = self._sensitivity(analysis, site, calibration, prefixes)
+            order = np.argsort(-score, kind="stable")
+            masks.remove(site.group, order[keep:])
+            if self.least_squares:
+                least_squares_start(gm, site, masks, calibration.batches, calibration.features, prefixes)
+            before, after = self._refine(gm, site, params, calibration, prefixes, masks)
+        finally:
+            for p in params:
+                p.requires_grad_(False)
+                p.grad = None
+        self.log.append(GroupRecord(site.name, keep, site.group.size, before, after, time.perf_counter() - start))
+        return score
+
+    def _sensitivity(self, analysis, site: GroupSite, calibration, prefixes) -> np.ndarray:
+        """``Σ (w · ∂L/∂w)²`` over the weights reading each channel; ties broken by weight magnitude."""
+        gm = analysis.gm
+        names = sorted({m.ref.key.removeprefix("param:") for m in site.consumer_members})
+        weights = [gm.get_parameter(name) for name in names]
+        grads = [torch.zeros_like(w) for w in weights]
+        for b, prefix in enumerate(prefixes):
+            loss = self._loss(gm, site, calibration, b, prefix)
+            if loss.requires_grad:
+                found = torch.autograd.grad(loss, weights, allow_unused=True)
+                grads = [g + f if f is not None else g for g, f in zip(grads, found)]
+        sensitivity, magnitude = np.zeros(site.group.size), np.zeros(site.group.size)
+        for member in site.consumer_members:
+            k = names.index(member.ref.key.removeprefix("param:"))
+            product = (weights[k].detach() * grads[k]).double()
+            sensitivity += per_index(product, member.ref.dim, 2)[member.index].sum(axis=1)
+            magnitude += per_index(weights[k], member.ref.dim, 2)[member.index].sum(axis=1)
+        if not np.isfinite(sensitivity).all():
+            raise FxpruneError(f"MLACP: the sensitivity of group {site.name} is not finite; lower alpha/beta")
+        top = sensitivity.max()
+        relative = sensitivity / top if top > 0 else sensitivity
+        return relative + 1e-9 * magnitude / max(magnitude.max(), 1e-30)
+
+    def _refine(self, gm, site, params, calibration, prefixes, masks) -> tuple[float, float]:
+        """SGD on the group's kept weights; keep the weights with the lowest loss seen."""
+        optimizer = torch.optim.SGD(params, lr=self.lr, momentum=self.momentum)
+        best, best_state, first = float("inf"), None, None
+        for step in range(self.steps + 1):
+            b = step % len(prefixes)
+            loss = self._loss(gm, site, calibration, b, prefixes[b])
+            value = float(loss.detach())
+            first = value if first is None else first
+            if value < best:
+                best, best_state = value, [p.detach().clone() for p in params]
+            if step == self.steps or not loss.requires_grad:
+                break
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)  # one steep batch must not throw the weights off
+            optimizer.step()
+            masks.apply(site.params)
+        with torch.no_grad():
+            for p, saved in zip(params, best_state):
+                p.copy_(saved)
+        return first, best

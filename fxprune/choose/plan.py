@@ -1,0 +1,118 @@
+"""A plan: for every group, which channels stay. Plain data that can be printed, saved and re-applied.
+
+Each group is named by an *anchor*, one dimension of one parameter (``layer1.0.conv1.weight``,
+dim 0), and its channels by their indices along it, so a plan reads like what it does and still
+applies after the model is traced again. (One parameter dim may hold several groups: a channel
+shuffle splits a layer's outputs into groups coupled differently downstream.)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ..analysis.analyze import Analysis
+from ..analysis.grouping import ChannelGroup
+from ..errors import InputError
+from ..graph.tensors import DimRef
+
+
+@dataclass
+class GroupPlan:
+    anchor: str  # parameter name
+    dim: int
+    indices: list[int]  # the group's channels, as indices along the anchor dim
+    keep: list[int]  # those that stay
+
+    @property
+    def size(self) -> int:
+        return len(self.indices)
+
+
+@dataclass
+class Plan:
+    groups: list[GroupPlan] = field(default_factory=list)
+    info: dict = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps({"groups": [asdict(g) for g in self.groups], "info": self.info})
+
+    @classmethod
+    def from_json(cls, text: str) -> "Plan":
+        data = json.loads(text)
+        return cls([GroupPlan(**g) for g in data["groups"]], data.get("info", {}))
+
+    def __str__(self) -> str:
+        lines = [f"plan: {len(self.groups)} groups, {self.removed_channels} channels removed {self.info or ''}"]
+        lines += [f"  {g.anchor} dim {g.dim}: keep {len(g.keep)} of {g.size}" for g in self.groups]
+        return "\n".join(lines)
+
+    @property
+    def removed_channels(self) -> int:
+        return sum(len(g.indices) - len(g.keep) for g in self.groups)
+
+
+def kept_count(size: int, ratio: float, round_to: int) -> int:
+    """Channels a group of ``size`` keeps: ``ratio`` of them go, at least one stays.
+
+    >>> kept_count(64, 0.5, 1), kept_count(60, 0.5, 8), kept_count(3, 0.5, 8)
+    (32, 32, 3)
+    """
+    keep = max(1, size - int(np.floor(ratio * size + 1e-9)))
+    if round_to > 1 and size >= round_to:
+        keep = min(size, int(np.ceil(keep / round_to)) * round_to)
+    return keep
+
+
+def _anchor(group: ChannelGroup, analysis: Analysis):
+    member = (group.params(analysis.table) or group.params(analysis.table, include_buffers=True))[0]
+    return member
+
+
+def plan_from_scores(analysis: Analysis, scores: list[np.ndarray], keep_counts: list[int], info=None) -> Plan:
+    """Keep each group's ``keep_counts[g]`` highest-scoring channels."""
+    plan = Plan(info=dict(info or {}))
+    for group, score, count in zip(analysis.groups, scores, keep_counts):
+        score = np.asarray(score, dtype=np.float64)
+        if score.shape != (group.size,) or not np.isfinite(score).all():
+            raise ValueError(f"criterion gave scores of shape {score.shape} (finite: "
+                             f"{np.isfinite(score).all()}) for a group of {group.size} channels")
+        order = np.argsort(-score, kind="stable")[:count]
+        anchor = _anchor(group, analysis)
+        keep = np.sort(anchor.index[order].ravel())
+        plan.groups.append(GroupPlan(anchor.ref.key.removeprefix("param:"), anchor.ref.dim,
+                                     sorted(int(i) for i in anchor.index.ravel()), [int(i) for i in keep]))
+    return plan
+
+
+def removed_components(analysis: Analysis, plan: Plan) -> np.ndarray:
+    """Component ids of the channels the plan removes."""
+    prunable = np.zeros(analysis.labels.max() + 1, dtype=bool)
+    for group in analysis.groups:
+        prunable[group.channels] = True
+    removed = []
+    for entry in plan.groups:
+        ref = DimRef("param:" + entry.anchor, entry.dim)
+        gone = np.setdiff1d(entry.indices, entry.keep)
+        if ref not in analysis.table.offset or (len(gone) and gone.max() >= analysis.table.size[ref]):
+            raise InputError(f"plan: {entry.anchor} dim {entry.dim} does not exist in this model with that size")
+        components = np.unique(analysis.labels[analysis.table.slots(ref, gone)])
+        if not prunable[components].all():
+            raise InputError(f"plan: channels of {entry.anchor} dim {entry.dim} cannot be removed in this model")
+        removed.append(components)
+    return np.concatenate(removed) if removed else np.zeros(0, np.int64)
+
+
+def kept_slots(analysis: Analysis, removed: np.ndarray) -> dict[DimRef, np.ndarray]:
+    """For every space that loses slots, the indices it keeps."""
+    gone = np.zeros(analysis.labels.max() + 1, dtype=bool)
+    gone[removed] = True
+    slot_gone = gone[analysis.labels]
+    kept = {}
+    for ref, start in analysis.table.offset.items():
+        window = slot_gone[start:start + analysis.table.size[ref]]
+        if window.any():
+            kept[ref] = np.flatnonzero(~window)
+    return kept

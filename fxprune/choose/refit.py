@@ -1,0 +1,131 @@
+"""Least-squares refit of the layers that lost input channels (pruning compensation, as in CP/ThiNet/CaP).
+
+After channels are removed, each conv or linear layer that read them sees fewer inputs. Its kept
+weights are refit so that its output on the calibration data matches the original model's output
+at the same layer as closely as possible in least squares:
+
+    W_kept = argmin ‖Y_original − W · X_pruned‖²   (X: the layer's input in the pruned model,
+                                                   unfolded into patches for a convolution)
+
+Layers go from the input to the output, so each refit sees the earlier refits. It runs on the
+masked full-size model (removed channels zeroed), before the rewrite slices it; grouped
+convolutions and functional layers are left as they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..analysis.analyze import Analysis
+from ..graph.inputs import Batch
+from ..graph.partial_run import prefix_values, run_from
+from ..graph.tensors import DimRef, canonical_names, param_key
+from .plan import Plan, kept_slots, removed_components
+
+ROWS_PER_BATCH = 8192
+RIDGE = 1e-3
+
+
+def _zero_removed(analysis: Analysis, kept: dict[DimRef, np.ndarray]) -> None:
+    gm, table = analysis.gm, analysis.table
+    with torch.no_grad():
+        for ref, keep in kept.items():
+            if ref.key in table.param_keys and ref.key not in table.buffer_keys:
+                tensor = gm.get_parameter(ref.key.removeprefix("param:"))
+                gone = np.setdiff1d(np.arange(table.size[ref]), keep)
+                tensor.index_fill_(ref.dim, torch.as_tensor(gone, device=tensor.device), 0.0)
+
+
+def plain_layer(module) -> bool:
+    """A layer the refit can solve for: a linear layer or an ungrouped 2-d convolution."""
+    return isinstance(module, torch.nn.Linear) or (isinstance(module, torch.nn.Conv2d) and module.groups == 1)
+
+
+def _refittable(analysis: Analysis, kept: dict[DimRef, np.ndarray]):
+    """(node, module, kept input channels) for each plain conv/linear layer that lost inputs."""
+    aliases = canonical_names(analysis.gm)
+    for node in analysis.gm.graph.nodes:
+        if node.op != "call_module":
+            continue
+        module = analysis.gm.get_submodule(node.target)
+        if not plain_layer(module):
+            continue
+        name = f"{node.target}.weight"
+        columns = kept.get(DimRef(param_key(aliases.get(name, name)), 1))
+        if columns is not None and len(columns):
+            yield node, module, columns
+
+
+def _patches(module, x: torch.Tensor) -> torch.Tensor:
+    """Rows of the layer's input that multiply its weight: (rows, in_channels · kernel)."""
+    if isinstance(module, torch.nn.Linear):
+        return x.reshape(-1, x.shape[-1])
+    if isinstance(module.padding, str) or module.padding_mode != "zeros":
+        raise ValueError("padding mode not supported by the refit")
+    cols = F.unfold(x, module.kernel_size, module.dilation, module.padding, module.stride)
+    return cols.transpose(1, 2).reshape(-1, cols.shape[1])
+
+
+def _targets(module, y: torch.Tensor) -> torch.Tensor:
+    if module.bias is not None:
+        shape = [1, -1] + [1] * (y.dim() - 2) if isinstance(module, torch.nn.Conv2d) else [-1]
+        y = y - module.bias.detach().reshape(shape)
+    return y.reshape(-1, y.shape[-1]) if isinstance(module, torch.nn.Linear) else y.flatten(2).transpose(1, 2).reshape(
+        -1, y.shape[1])
+
+
+def _solve(module, xtx: torch.Tensor, xty: torch.Tensor, columns: np.ndarray) -> None:
+    """Write the ridge-regularised least-squares solution into the kept input columns."""
+    ridge = RIDGE * xtx.diagonal().mean().clamp_min(1e-12)
+    solution = torch.linalg.solve(xtx + ridge * torch.eye(len(xtx), dtype=xtx.dtype), xty)  # (inputs, outputs)
+    weight = module.weight
+    with torch.no_grad():
+        new = solution.T.reshape(weight.shape[0], len(columns), *weight.shape[2:]).to(weight.dtype)
+        weight.index_copy_(1, torch.as_tensor(columns, device=weight.device), new)
+
+
+def refit_columns(module, columns: np.ndarray, inputs: Iterable[torch.Tensor], originals: list[torch.Tensor]) -> None:
+    """Refit ``module``'s input ``columns`` so that its outputs on ``inputs`` (one per batch) match ``originals``.
+
+    The same rows are drawn from every batch whatever the caller (seed 0), so the refit after a
+    criterion and MLACP's least-squares start give the same solution on the same inputs.
+    """
+    kernel = int(np.prod(module.weight.shape[2:])) if module.weight.dim() > 2 else 1
+    wanted = (torch.as_tensor(columns)[:, None] * kernel + torch.arange(kernel)).reshape(-1)
+    xtx, xty = 0, 0
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for x, original in zip(inputs, originals):
+            patches, targets = _patches(module, x), _targets(module, original)
+            pick = torch.randperm(len(patches), generator=generator)[:ROWS_PER_BATCH]
+            rows, targets = patches[pick][:, wanted].double(), targets[pick].double()
+            xtx, xty = xtx + rows.T @ rows, xty + rows.T @ targets
+    _solve(module, xtx, xty, columns)
+
+
+def refit_layer(gm, node, module, columns, batches: list[Batch], originals: list[torch.Tensor]) -> None:
+    """Refit ``module``'s input ``columns`` so its output on ``batches`` matches ``originals``."""
+    start = list(gm.graph.nodes).index(node)
+    source = node.args[0].name
+    inputs = (prefix_values(gm, batch.inputs, start)[source] for batch in batches)  # one batch at a time
+    refit_columns(module, columns, inputs, originals)
+
+
+def refit(analysis: Analysis, plan: Plan, batches: list[Batch]) -> int:
+    """Zero the plan's channels in ``analysis.gm`` and refit every layer that lost inputs; return how many."""
+    kept = kept_slots(analysis, removed_components(analysis, plan))
+    if not kept:
+        return 0
+    gm = analysis.gm
+    layers = list(_refittable(analysis, kept))
+    with torch.no_grad():
+        originals = [run_from(gm, b.inputs, wanted={n.name for n, _, _ in layers}) for b in batches]
+    _zero_removed(analysis, kept)
+    for node, module, columns in layers:
+        refit_layer(gm, node, module, columns, batches, [o[node.name] for o in originals])
+        _zero_removed(analysis, kept)
+    return len(layers)

@@ -1,0 +1,126 @@
+"""Turn the many forms of ``data`` a user may pass into a list of ``Batch`` values.
+
+``data`` may be a tensor of inputs, an ``(inputs, targets)`` tuple (or a tuple of several inputs),
+or an iterable (a list, a DataLoader) of either. Everything downstream sees
+``Batch(inputs, targets)``: ``inputs`` a tuple of positional arguments for the model, ``targets`` a
+tensor or ``None``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import InputError
+
+
+@dataclass(frozen=True)
+class Batch:
+    inputs: tuple
+    targets: torch.Tensor | None = None
+
+    @property
+    def size(self) -> int:
+        return int(self.inputs[0].shape[0]) if self.inputs and self.inputs[0].dim() else 1
+
+
+def _looks_like_targets(inputs, targets) -> bool:
+    """An ``(x, y)`` pair: ``y`` holds one integer label (or one row) per sample of ``x``."""
+    return (
+        isinstance(inputs, torch.Tensor)
+        and isinstance(targets, torch.Tensor)
+        and targets.dim() >= 1
+        and inputs.dim() >= 1
+        and targets.shape[0] == inputs.shape[0]
+        and not targets.is_floating_point()
+    )
+
+
+def required_inputs(model: torch.nn.Module) -> int | None:
+    """How many positional arguments ``model.forward`` requires (None when it takes ``*args``)."""
+    try:
+        parameters = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.VAR_POSITIONAL for p in parameters):
+        return None
+    return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty for p in parameters)
+
+
+def _to_batch(item, where: str, required: int | None = None) -> Batch:
+    if isinstance(item, torch.Tensor):
+        return Batch((item,))
+    pair = isinstance(item, (tuple, list)) and len(item) == 2
+    if pair and (required is None or required < 2) and _looks_like_targets(*item):
+        return Batch((item[0],), item[1])
+    if isinstance(item, (tuple, list)) and item and all(isinstance(t, torch.Tensor) for t in item):
+        return Batch(tuple(item))
+    raise InputError(
+        f"data: {where} is a {type(item).__name__}; expected a tensor of inputs, an (inputs, targets) "
+        "pair, or an iterable of those"
+    )
+
+
+def _check_finite(batch: Batch, where: str) -> None:
+    for tensor in batch.inputs:
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise InputError(f"data: {where} contains NaN or inf values; pass finite inputs")
+
+
+def model_device(model: torch.nn.Module) -> torch.device | None:
+    """Where the model's weights live (None for a model without any)."""
+    tensor = next(itertools.chain(model.parameters(), model.buffers()), None)
+    return None if tensor is None else tensor.device
+
+
+def _check_device(batch: Batch, where: str, device: torch.device | None) -> None:
+    for tensor in batch.inputs:
+        if device is not None and tensor.device != device:
+            raise InputError(f"data: {where} is on {tensor.device} but the model's weights are on {device}; "
+                             f"move the data (x.to({str(device)!r})) or the model")
+
+
+def as_batches(data, max_batches: int | None = None, device: torch.device | None = None,
+               required: int | None = None) -> list[Batch]:
+    """Normalise ``data`` to at most ``max_batches`` batches (all of them when ``None``).
+
+    ``device``: where the model's weights are; inputs elsewhere are refused before anything runs.
+    ``required``: how many inputs the model requires (``required_inputs``); a model that requires
+    two reads an ``(x, ids)`` pair as its two inputs even when ``ids`` looks like integer labels.
+    """
+    if data is None:
+        raise InputError("data: got None; pass a tensor of example inputs, an (inputs, targets) pair, "
+                         "or a DataLoader")
+    if isinstance(data, (torch.Tensor, tuple)):  # one batch; a list is a list of batches
+        batches = [_to_batch(data, "the value given", required)]
+    else:
+        if not hasattr(data, "__iter__"):
+            raise InputError(f"data: a {type(data).__name__} is neither a tensor nor iterable")
+        limit = max_batches if max_batches is not None else math.inf
+        items = itertools.islice(iter(data), None if limit == math.inf else int(limit))
+        batches = [_to_batch(item, f"item {i}", required) for i, item in enumerate(items)]
+    if not batches or batches[0].size == 0:
+        raise InputError("data: it is empty; pass at least one example input")
+    for i, batch in enumerate(batches):
+        _check_device(batch, f"batch {i}", device)
+        _check_finite(batch, f"batch {i}")
+    return batches[:max_batches] if max_batches else batches
+
+
+def example_inputs(batches: list[Batch], samples: int = 1) -> tuple:
+    """The first ``samples`` rows of the first batch: enough to trace and to learn every shape."""
+    return tuple(t[:samples] if t.dim() else t for t in batches[0].inputs)
+
+
+def tensor_spec(shape, dtype: torch.dtype) -> dict:
+    """A JSON-ready shape and dtype (so a saved model can be rebuilt from zeros of that shape)."""
+    return {"shape": list(shape), "dtype": str(dtype).removeprefix("torch.")}
+
+
+def input_specs(inputs: tuple) -> list[dict]:
+    """``tensor_spec`` of each input tensor."""
+    return [tensor_spec(t.shape, t.dtype) for t in inputs if isinstance(t, torch.Tensor)]

@@ -1,0 +1,1 @@
+"""After the rewrite: win back accuracy (BatchNorm recalibration, distillation from the original)."""
