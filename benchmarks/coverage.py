@@ -58,8 +58,8 @@ def measure(name: str, family: str, ratio: float, export: bool = False) -> dict:
 
     from fxprune.choose.criteria import get_criterion
     from fxprune.choose.plan import kept_count, plan_from_scores
-    from fxprune.compress import evaluating, plan_and_rewrite, traced
     from fxprune.graph.measure import count_macs, count_parameters
+    from fxprune.pipeline import evaluating, plan_and_rewrite, traced
     from fxprune.rewrite import oracle
 
     torch.set_flush_denormal(True)

@@ -36,8 +36,8 @@ import fxprune
 from fxprune.analysis.analyze import analyze_graph
 from fxprune.choose.cost import LatencyModel
 from fxprune.choose.plan import _anchor
-from fxprune.compress import traced
 from fxprune.deploy import latency
+from fxprune.pipeline import traced
 
 MODELS = ["mobilenet_v2", "efficientnet_b0", "regnet_y_800mf", "convnext_tiny", "densenet121", "resnet18"]
 

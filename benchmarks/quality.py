@@ -39,9 +39,9 @@ import fxprune  # noqa: E402
 from fxprune.analysis.analyze import analyze_graph  # noqa: E402
 from fxprune.choose.allocation import MacsModel, uniform_counts_at  # noqa: E402
 from fxprune.choose.mlacp import TERMS  # noqa: E402
-from fxprune.compress import evaluating, traced  # noqa: E402
 from fxprune.graph.inputs import as_batches  # noqa: E402
 from fxprune.graph.measure import count_macs  # noqa: E402
+from fxprune.pipeline import evaluating, traced  # noqa: E402
 from fxprune.recover.batchnorm import recalibrate_bn  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"

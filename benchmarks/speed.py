@@ -27,7 +27,7 @@ import torchvision
 from fxprune.analysis.analyze import analyze_graph
 from fxprune.choose.criteria import get_criterion
 from fxprune.choose.plan import kept_count, plan_from_scores
-from fxprune.compress import evaluating, traced
+from fxprune.pipeline import evaluating, traced
 from fxprune.rewrite.apply import rewrite
 
 RESULTS = Path(__file__).parent / "results"

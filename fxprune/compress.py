@@ -2,39 +2,22 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import warnings
 
 import torch
 import torch.fx
 
-from .analysis.analyze import Analysis, analyze_graph
+from .analysis.analyze import analyze_graph
 from .analysis.report import Report
 from .choose.plan import Plan
 from .choose.selection import Chooser, check_target_macs
-from .errors import InputError, RewriteError
-from .graph.capture import trace
+from .errors import InputError
 from .graph.inputs import as_batches, example_inputs, input_specs, model_device, required_inputs
 from .graph.modes import dropped_modules, rehost, training_graph
-from .graph.shapes import propagate_shapes, tensor_shapes
-from .graph.tensors import DimRef
+from .pipeline import evaluating, plan_and_rewrite, traced
 from .recover.batchnorm import recalibrate_bn as recalibrate_batch_norms
-from .rewrite.apply import rewrite
-
-_MAX_ROUNDS = 6
-
-
-@contextlib.contextmanager
-def evaluating(model: torch.nn.Module):
-    """Put every module in eval mode for the duration, then restore each one's own flag."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, flag in flags:
-            module.training = flag
+from .rules import shape_shortcuts
 
 
 def _check_arguments(model, ratio, round_to) -> None:
@@ -46,42 +29,6 @@ def _check_arguments(model, ratio, round_to) -> None:
         raise InputError(f"round_to: expected a positive integer, got {round_to!r}")
 
 
-def traced(model: torch.nn.Module, inputs: tuple, leaf_modules=()) -> torch.fx.GraphModule:
-    gm = trace(model, tuple(leaf_modules))
-    propagate_shapes(gm, inputs)
-    return gm
-
-
-def _freeze_nodes(gm: torch.fx.GraphModule, names: list[str], why: str) -> dict[DimRef, str]:
-    """Freeze every dim of the named nodes and of their inputs (after a failed shape check)."""
-    from .graph.tensors import output_key
-
-    frozen = {}
-    nodes = {n.name: n for n in gm.graph.nodes}
-    for name in names:
-        node = nodes.get(name)
-        for n in [node, *(node.all_input_nodes if node else [])]:
-            for path, shape in tensor_shapes(n).items() if n is not None else []:
-                for dim in range(len(shape)):
-                    frozen[DimRef(output_key(n, path), dim)] = why
-    return frozen
-
-
-def plan_and_rewrite(gm, inputs, choose_plan, ignore=()) -> tuple[torch.fx.GraphModule, Analysis, Plan]:
-    """Analyze, let ``choose_plan(analysis)`` pick channels, rewrite; freeze and retry on a shape mismatch."""
-    frozen: dict[DimRef, str] = {}
-    for _ in range(_MAX_ROUNDS):
-        analysis = analyze_graph(gm, ignore, frozen)
-        plan = choose_plan(analysis)
-        try:
-            return rewrite(analysis, plan, inputs), analysis, plan
-        except RewriteError as error:
-            if not error.nodes:
-                raise
-            frozen.update(_freeze_nodes(gm, error.nodes, f"sizes computed at run time at node {error.nodes[0]}"))
-    raise RewriteError("could not find a consistent plan; please report this model")
-
-
 def _prune(model, inputs, leaf_modules, choose_plan, ignore=(), copy_weights=False):
     """Trace (in training mode too when the graph depends on it), plan and rewrite; the pruned model and plan.
 
@@ -89,7 +36,7 @@ def _prune(model, inputs, leaf_modules, choose_plan, ignore=(), copy_weights=Fal
     so the user's model stays as it was.
     """
     gm = traced(model, inputs, leaf_modules)
-    train_gm = training_graph(model, gm, inputs, leaf_modules)  # auxiliary heads are pruned too
+    train_gm = training_graph(model, gm, inputs, leaf_modules, shape_shortcuts())  # auxiliary heads are pruned too
     gm = train_gm or gm
     gm = copy.deepcopy(gm) if copy_weights else gm
     small, _, plan = plan_and_rewrite(gm, inputs, choose_plan, ignore)

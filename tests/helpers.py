@@ -6,7 +6,7 @@ import torch
 
 from fxprune.choose.criteria import get_criterion
 from fxprune.choose.plan import kept_count, plan_from_scores
-from fxprune.compress import evaluating, plan_and_rewrite, traced
+from fxprune.pipeline import evaluating, plan_and_rewrite, traced
 from fxprune.rewrite import oracle
 
 

@@ -12,10 +12,10 @@ import fxprune
 from fxprune.choose.allocation import MIN_KEEP_FRACTION
 from fxprune.choose.cost import LATENCY_MIN_CHANNELS, LatencyModel
 from fxprune.choose.selection import Chooser
-from fxprune.compress import evaluating, plan_and_rewrite, traced
 from fxprune.errors import InputError
 from fxprune.graph.inputs import as_batches
 from fxprune.graph.measure import count_macs
+from fxprune.pipeline import evaluating, plan_and_rewrite, traced
 from fxprune.rewrite import oracle
 
 pytestmark = pytest.mark.usefixtures("one_thread")

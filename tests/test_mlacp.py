@@ -18,9 +18,9 @@ from fxprune.choose.mlacp.compensation import least_squares_start
 from fxprune.choose.mlacp.losses import channel_gram_loss, loss_parts, reconstruction_loss, spatial_gram_loss
 from fxprune.choose.mlacp.masks import ChannelMasks
 from fxprune.choose.refit import refit_layer
-from fxprune.compress import evaluating, plan_and_rewrite, traced
 from fxprune.errors import FxpruneError, InputError
 from fxprune.graph.partial_run import Prefixes, prefix_values
+from fxprune.pipeline import evaluating, plan_and_rewrite, traced
 from fxprune.rewrite import oracle
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -155,19 +155,18 @@ def analyze_graph(gm: torch.fx.GraphModule, ignore=(), extra_frozen: dict[DimRef
 
 
 def _mixing_norms(analysis: Analysis) -> list[str]:
-    """LayerNorm-like nodes whose normalised dims hold prunable channels (the oracle is inexact there)."""
-    from ..rules.layers import layer_norm_function, layer_norm_module
-
+    """Nodes whose statistics span prunable channels (their rule's ``normalizes``): the oracle is inexact there."""
     prunable = np.zeros(analysis.labels.max() + 1 if len(analysis.labels) else 0, bool)
     for group in analysis.groups:
         prunable[group.channels] = True
     found = []
+    aliases = canonical_names(analysis.gm)
     for node in analysis.gm.graph.nodes:
         rule = find_rule(rule_key(node, analysis.gm))
-        if rule is None or rule.couple not in (layer_norm_module, layer_norm_function):
+        if rule is None or rule.normalizes is None:
             continue
-        key = output_key(node)
-        ref = DimRef(key, len(analysis.table.shapes[key]) - 1)
-        if prunable[analysis.labels[analysis.table.slots(ref)]].any():
+        view = NodeView(node, analysis.gm, analysis.table, aliases)
+        refs = [view.dim(view.out(), d) for d in rule.normalizes(view)]
+        if any(prunable[analysis.labels[analysis.table.slots(ref)]].any() for ref in refs):
             found.append(node.name)
     return found

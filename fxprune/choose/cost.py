@@ -40,17 +40,15 @@ is a property of the machine and runtime, so treat it as a default, not a consta
 
 from __future__ import annotations
 
-import operator
-
 import numpy as np
 import torch
 import torch.fx
-import torch.nn.functional as F
 
 from ..analysis.analyze import Analysis
 from ..errors import InputError
 from ..graph.shapes import tensor_shapes
 from ..graph.tensors import output_key
+from ..rules import rule_for
 from .allocation import MacsModel, global_keep_counts, kept_share, shrink_factors, slots_per_dim
 
 ELEMENT_COST = 10.0
@@ -60,48 +58,30 @@ MIN_MODELLED_GAIN = 0.1  # the least modelled time saved for which the latency p
 # cuts no group below this many channels.
 LATENCY_MIN_CHANNELS = 16
 
-_FREE_METHODS = {"view", "reshape", "flatten", "size", "dim", "contiguous", "unsqueeze", "squeeze", "expand",
-                 "expand_as", "unflatten", "chunk", "split", "unbind", "type", "to", "float", "detach"}
-_FREE_FUNCTIONS = {torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze, torch.chunk, torch.split,
-                   torch.unbind, operator.getitem, getattr, F.dropout}
-_FREE_MODULES = (torch.nn.Flatten, torch.nn.Unflatten, torch.nn.Identity, torch.nn.Dropout, torch.nn.Dropout2d)
-_FUSED_MODULES = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.ReLU, torch.nn.ReLU6, torch.nn.Hardtanh,
-                  torch.nn.LeakyReLU)
-_FUSED_FUNCTIONS = {F.relu, torch.relu, F.relu6, F.hardtanh, F.leaky_relu, F.batch_norm}
-_FUSED_ADDS = {operator.add, torch.add}
-_PRODUCERS = (torch.nn.modules.conv._ConvNd, torch.nn.Linear)
-_PRODUCER_FUNCTIONS = {F.conv1d, F.conv2d, F.conv3d, F.linear}
+_CALLS = ("call_module", "call_function", "call_method")
 
 
-def _op(gm: torch.fx.GraphModule, node: torch.fx.Node):
-    """The module instance, function or method name a node runs."""
-    return gm.get_submodule(node.target) if node.op == "call_module" else node.target
-
-
-def _is_free(gm, node) -> bool:
-    if node.op not in ("call_module", "call_function", "call_method"):
-        return True
-    op = _op(gm, node)
-    return (isinstance(op, _FREE_MODULES) or (node.op == "call_method" and op in _FREE_METHODS)
-            or (node.op == "call_function" and op in _FREE_FUNCTIONS))
+def _latency_class(gm: torch.fx.GraphModule, node: torch.fx.Node) -> str | None:
+    """The op's ``latency`` fact (on its rule; see ``rules.base``); graph inputs, outputs and constants are free."""
+    if node.op not in _CALLS:
+        return "free"
+    rule = rule_for(node, gm)
+    return rule.latency if rule is not None else None
 
 
 def _from_producer(gm, source, fused: set) -> bool:
     """Whether ``source`` is a conv/linear output (or a fused op on one) read by one node only."""
     if not isinstance(source, torch.fx.Node) or len(source.users) != 1:
         return False
-    producer = _op(gm, source) if source.op in ("call_module", "call_function") else None
-    return source in fused or isinstance(producer, _PRODUCERS) or producer in _PRODUCER_FUNCTIONS
+    return source in fused or (source.op in ("call_module", "call_function")
+                               and _latency_class(gm, source) == "producer")
 
 
 def _fused(gm, node, fused: set) -> bool:
     """A norm or ReLU-like op on a conv/linear output, or a residual add of one (the runtime fuses both)."""
-    op = _op(gm, node)
-    if node.op == "call_function" and op in _FUSED_ADDS:
-        return any(_from_producer(gm, a, fused) for a in node.args[:2])
-    if not (isinstance(op, _FUSED_MODULES) or (node.op == "call_function" and op in _FUSED_FUNCTIONS)):
+    if _latency_class(gm, node) != "fusable":
         return False
-    return bool(node.args) and _from_producer(gm, node.args[0], fused)
+    return any(_from_producer(gm, a, fused) for a in node.args[:2])
 
 
 class LatencyModel:
@@ -124,7 +104,7 @@ class LatencyModel:
         traffic: dict[str, int] = {}
         fused: set = set()
         for node in gm.graph.nodes:
-            if _is_free(gm, node):
+            if _latency_class(gm, node) == "free":
                 continue
             if _fused(gm, node, fused):
                 fused.add(node)

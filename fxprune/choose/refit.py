@@ -24,6 +24,7 @@ from ..analysis.analyze import Analysis
 from ..graph.inputs import Batch
 from ..graph.partial_run import prefix_values, run_from
 from ..graph.tensors import DimRef, canonical_names, param_key
+from ..rules import rule_for
 from .plan import Plan, kept_slots, removed_components
 
 ROWS_PER_BATCH = 8192
@@ -40,20 +41,21 @@ def _zero_removed(analysis: Analysis, kept: dict[DimRef, np.ndarray]) -> None:
                 tensor.index_fill_(ref.dim, torch.as_tensor(gone, device=tensor.device), 0.0)
 
 
-def plain_layer(module) -> bool:
-    """A layer the refit can solve for: a linear layer or an ungrouped 2-d convolution."""
-    return isinstance(module, torch.nn.Linear) or (isinstance(module, torch.nn.Conv2d) and module.groups == 1)
+def plain_layer(gm: torch.fx.GraphModule, node: torch.fx.Node) -> bool:
+    """A layer the refit can solve for (its rule's ``refit`` fact: linear layers, ungrouped 2-d convolutions)."""
+    if node.op != "call_module":
+        return False
+    rule = rule_for(node, gm)
+    return rule is not None and rule.refit is not None and rule.refit(gm.get_submodule(node.target))
 
 
 def _refittable(analysis: Analysis, kept: dict[DimRef, np.ndarray]):
     """(node, module, kept input channels) for each plain conv/linear layer that lost inputs."""
     aliases = canonical_names(analysis.gm)
     for node in analysis.gm.graph.nodes:
-        if node.op != "call_module":
+        if not plain_layer(analysis.gm, node):
             continue
         module = analysis.gm.get_submodule(node.target)
-        if not plain_layer(module):
-            continue
         name = f"{node.target}.weight"
         columns = kept.get(DimRef(param_key(aliases.get(name, name)), 1))
         if columns is not None and len(columns):

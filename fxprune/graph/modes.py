@@ -19,7 +19,7 @@ import torch.fx
 from ..errors import InputError
 from .capture import trace
 from .outputs import compare
-from .shapes import propagate_shapes
+from .shapes import ShapeShortcuts, propagate_shapes
 
 
 def _structure(graph: torch.fx.Graph) -> list[tuple]:
@@ -49,7 +49,7 @@ def _reads_training_flag(model: torch.nn.Module) -> bool:
 
 
 def training_graph(model: torch.nn.Module, eval_gm: torch.fx.GraphModule, inputs: tuple,
-                   leaf_modules=()) -> torch.fx.GraphModule | None:
+                   leaf_modules=(), shortcuts: ShapeShortcuts | None = None) -> torch.fx.GraphModule | None:
     """The graph traced in training mode, with shapes, when it uses layers ``eval_gm`` does not; else None.
 
     A graph that differs only in flags (``stochastic_depth(..., training=True)``) needs nothing
@@ -70,7 +70,7 @@ def training_graph(model: torch.nn.Module, eval_gm: torch.fx.GraphModule, inputs
     if not _layers(train_gm.graph) - _layers(eval_gm.graph):
         return None
     try:
-        propagate_shapes(train_gm, inputs)
+        propagate_shapes(train_gm, inputs, shortcuts)
     except InputError as error:
         warnings.warn(f"{type(model).__name__}: its training-mode graph rejects these inputs ({error}); "
                       f"modules used only in training mode are dropped: "

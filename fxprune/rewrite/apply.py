@@ -19,7 +19,7 @@ from ..errors import RewriteError
 from ..graph.module_copy import copy_module
 from ..graph.shapes import record_shapes, tensor_shapes
 from ..graph.tensors import DimRef, canonical_names, output_key
-from ..rules import NodeView, find_rule
+from ..rules import NodeView, find_rule, shape_shortcuts
 
 
 class ShrinkContext:
@@ -83,7 +83,7 @@ def verify_shapes(gm: torch.fx.GraphModule, inputs: tuple, expected: dict[str, t
     for node in gm.graph.nodes:  # stale shapes from the original graph; the run writes them anew
         node.meta.pop("tensor_meta", None)
     try:
-        record_shapes(gm, inputs)
+        record_shapes(gm, inputs, shape_shortcuts())
     except Exception as error:
         failed = getattr(error, "fxprune_node", None)  # set by ShapePropagation
         raise RewriteError(f"the rewritten graph fails at node {failed or '?'}: {error}",

@@ -1,4 +1,7 @@
-"""Every op rule fxprune knows; importing this package fills the registry."""
+"""The op rules: for each op, how it couples channels, how it is shrunk, and every other fact about it.
+
+Importing this package registers fxprune's own rules; ``register`` adds a user's (see ``base``).
+"""
 
 from . import (  # noqa: F401
     attention,
@@ -12,7 +15,23 @@ from . import (  # noqa: F401
     transformer,
     video,
 )
-from .base import Freeze, NodeView, Observe, Relation, Rule, Tie, describe_key, find_rule, registered_keys, rule_key
+from .base import (
+    Freeze,
+    NodeView,
+    Observe,
+    Relation,
+    Rule,
+    Tie,
+    describe_key,
+    find_rule,
+    register,
+    registered_keys,
+    rule_for,
+    rule_key,
+    same_dims,
+    shape_shortcuts,
+    unregister,
+)
 
-__all__ = ["Freeze", "NodeView", "Observe", "Relation", "Rule", "Tie", "describe_key", "find_rule",
-           "registered_keys", "rule_key"]
+__all__ = ["Freeze", "NodeView", "Observe", "Relation", "Rule", "Tie", "describe_key", "find_rule", "register",
+           "registered_keys", "rule_for", "rule_key", "same_dims", "shape_shortcuts", "unregister"]

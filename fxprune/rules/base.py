@@ -13,20 +13,40 @@ pruning, never correctness. A rule that ties only some slots of a dim says the o
 by the op (as a slice does); slots the op does use must be tied or frozen. A rule's optional
 ``shrink(ctx)`` updates what a rewrite must change besides parameters: module attributes and the
 literal sizes in node arguments.
+
+Every other fact about an op lives on its rule too, as keyword arguments of ``register``:
+
+* ``normalizes(view)``: the output dims whose statistics the op computes across channels
+  (LayerNorm's last dims): where those hold pruned channels the pruned model is close to, not
+  equal to, the masked original (``Analysis.mixing_norms``);
+* ``latency``: how the latency model (``choose.cost``) charges it — ``"free"`` (views, dropout),
+  ``"fusable"`` (a norm, ReLU-like activation or residual add that runtimes fold into the conv or
+  linear layer before it), ``"producer"`` (conv and linear layers), or ``None`` (its traffic costs);
+* ``same_shape(module, x)``: for a module type whose output has its input's shape, the checks its
+  kernel makes, so that shape propagation can skip running it (``graph.shapes``);
+* ``refit(module)``: whether the least-squares refit (``choose.refit``) can solve for its weight.
+
+A user adds a rule for an op fxprune does not know with the same call (``fxprune.rules.register``):
+
+    >>> @fxprune.rules.register(my_gate)                             # doctest: +SKIP
+    ... def my_gate_rule(view):
+    ...     return fxprune.rules.same_dims(view.tensor_args()[0], view.out(), view)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 import torch
 import torch.fx
 
-from ..analysis.slots import SlotTable
 from ..graph.shapes import tensor_shapes
 from ..graph.tensors import DimRef, output_key, param_key
+
+if TYPE_CHECKING:  # the analysis builds the table; rules only read it
+    from ..analysis.slots import SlotTable
 
 
 @dataclass(frozen=True)
@@ -52,11 +72,20 @@ class Observe:
 Relation = Tie | Freeze | Observe
 
 
+LATENCY_CLASSES = ("free", "fusable", "producer", None)
+
+
 @dataclass(frozen=True)
 class Rule:
+    """How one op couples channels and is shrunk, and the other facts about it (module docstring)."""
+
     name: str
     couple: Callable[["NodeView"], Iterable[Relation]]
     shrink: Callable | None = None
+    normalizes: Callable[["NodeView"], list[int]] | None = None
+    latency: str | None = None
+    same_shape: Callable[[torch.nn.Module, torch.Tensor], None] | None = None
+    refit: Callable[[torch.nn.Module], bool] | None = None
 
 
 _REGISTRY: dict[tuple[str, object], Rule] = {}
@@ -86,21 +115,45 @@ def _key_of(target) -> tuple[str, object]:
     return ("function", target)
 
 
-def register(*targets, shrink: Callable | None = None):
+def register(*targets, shrink: Callable | None = None, normalizes=None, latency: str | None = None,
+             same_shape=None, refit=None):
     """Register the decorated ``couple`` function for each target (module class, function, method name).
 
-    The node kinds ``"placeholder"``, ``"output"`` and ``"get_attr"`` are targets too; a method
-    called ``output`` would clash with them, and none exists on tensors.
+    The keywords are the op's other facts (module docstring). Decorators stack, so one ``couple``
+    can serve targets whose facts differ. The node kinds ``"placeholder"``, ``"output"`` and
+    ``"get_attr"`` are targets too; a method called ``output`` would clash with them, and none
+    exists on tensors. Registering a target twice is an error (``unregister`` it first).
     """
+    if latency not in LATENCY_CLASSES:
+        raise ValueError(f"latency: expected one of {LATENCY_CLASSES}, got {latency!r}")
+    if same_shape is not None and not all(isinstance(t, type) for t in targets):
+        raise ValueError("same_shape applies to module types only")
 
     def decorate(couple):
+        rule = Rule(couple.__name__, couple, shrink, normalizes, latency, same_shape, refit)
         for key in dict.fromkeys(_key_of(t) for t in targets):  # aliases (torch.einsum) count once
             if key in _REGISTRY:
                 raise ValueError(f"a rule for {describe_key(key)} is registered twice")
-            _REGISTRY[key] = Rule(couple.__name__, couple, shrink)
+            _REGISTRY[key] = rule
         return couple
 
     return decorate
+
+
+def unregister(*targets) -> None:
+    """Remove the rules of ``targets`` (a user's own, say, after a test)."""
+    for target in targets:
+        _REGISTRY.pop(_key_of(target), None)
+
+
+def rule_for(node: torch.fx.Node, gm: torch.fx.GraphModule) -> Rule | None:
+    """The rule of a node, or None when fxprune knows no rule for its op."""
+    return _REGISTRY.get(rule_key(node, gm))
+
+
+def shape_shortcuts() -> dict[type, Callable]:
+    """Module types whose output has their input's shape, with the checks their kernels make."""
+    return {key[1]: rule.same_shape for key, rule in _REGISTRY.items() if rule.same_shape is not None}
 
 
 def find_rule(key: tuple[str, object]) -> Rule | None:

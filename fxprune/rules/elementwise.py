@@ -18,30 +18,43 @@ from torchvision.ops.stochastic_depth import StochasticDepth, stochastic_depth
 from ..graph.tensors import DimRef
 from .base import NodeView, Tie, register, same_dims
 
+# Runtimes fold these into the conv or linear layer they follow (choose.cost: latency="fusable").
+FUSABLE_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Hardtanh)
+FUSABLE_FUNCTIONS = (F.relu, torch.relu, F.relu6, F.leaky_relu, F.hardtanh)
+# No work at inference: dropout is the identity in eval mode, copies and casts are free or folded.
+FREE_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity)
+FREE_FUNCTIONS = (F.dropout, F.dropout1d, F.dropout2d, F.dropout3d)
+FREE_METHODS = ("contiguous", "detach", "float", "to", "type")
 UNARY_MODULES = (
-    nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Hardsigmoid, nn.Hardswish, nn.Tanh, nn.Mish,
-    nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.Softplus, nn.Hardtanh, nn.Softsign, nn.Tanhshrink,
-    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity, StochasticDepth,
+    nn.GELU, nn.SiLU, nn.Sigmoid, nn.Hardsigmoid, nn.Hardswish, nn.Tanh, nn.Mish, nn.ELU, nn.SELU, nn.CELU,
+    nn.Softplus, nn.Softsign, nn.Tanhshrink, StochasticDepth,
 )
 UNARY_FUNCTIONS = (
-    F.relu, F.relu6, F.gelu, F.silu, F.hardswish, F.hardsigmoid, F.leaky_relu, F.elu, F.mish,
-    F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.hardtanh, F.softplus, F.tanh, F.sigmoid,
-    torch.relu, torch.sigmoid, torch.tanh, torch.exp, torch.abs, torch.neg, torch.sqrt, torch.clamp,
+    F.gelu, F.silu, F.hardswish, F.hardsigmoid, F.elu, F.mish, F.softplus, F.tanh, F.sigmoid,
+    torch.sigmoid, torch.tanh, torch.exp, torch.abs, torch.neg, torch.sqrt, torch.clamp,
     torch.nn.functional.relu_, torch.square, torch.rsqrt, stochastic_depth, operator.neg,
 )
 UNARY_METHODS = (
     "relu", "relu_", "sigmoid", "sigmoid_", "tanh", "exp", "abs", "neg", "sqrt", "rsqrt", "clamp",
-    "clamp_min", "clamp_max", "contiguous", "clone", "detach", "float", "half", "to", "type_as", "square",
-    "pow", "softplus",
+    "clamp_min", "clamp_max", "clone", "half", "type_as", "square", "pow", "softplus",
 )
 BINARY_FUNCTIONS = (
-    operator.add, operator.sub, operator.mul, operator.truediv, operator.iadd, operator.imul,
-    torch.add, torch.sub, torch.mul, torch.div, torch.maximum, torch.minimum, torch.where,
+    operator.sub, operator.mul, operator.truediv, operator.iadd, operator.imul,
+    torch.sub, torch.mul, torch.div, torch.maximum, torch.minimum, torch.where,
 )
 BINARY_METHODS = ("add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_", "maximum", "minimum")
 
 
-@register(*UNARY_MODULES, *UNARY_FUNCTIONS, *UNARY_METHODS)
+def no_shape_check(module: nn.Module, x: torch.Tensor) -> None:
+    """An elementwise module accepts any shape and returns it."""
+
+
+@register(*FUSABLE_MODULES, latency="fusable", same_shape=no_shape_check)
+@register(*FUSABLE_FUNCTIONS, latency="fusable")
+@register(*FREE_MODULES, latency="free", same_shape=no_shape_check)
+@register(*FREE_FUNCTIONS, *FREE_METHODS, latency="free")
+@register(*UNARY_MODULES, same_shape=no_shape_check)
+@register(*UNARY_FUNCTIONS, *UNARY_METHODS)
 def unary(view: NodeView):
     """``y = f(x)``: every dimension of ``x`` is the same dimension of ``y``."""
     inputs = view.tensor_args()
@@ -50,6 +63,8 @@ def unary(view: NodeView):
     return same_dims(inputs[0], view.out(), view)
 
 
+@register(operator.add, torch.add, latency="fusable")  # a residual add joins the conv kernel before it
+@register("expand_as", latency="free")  # y takes the other operand's shape: its dims tie to y's
 @register(*BINARY_FUNCTIONS, *BINARY_METHODS)
 def broadcast(view: NodeView):
     """``y = a ∘ b`` with broadcasting: dims aligned from the right are tied where sizes agree.

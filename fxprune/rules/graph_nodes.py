@@ -18,7 +18,7 @@ _SHAPE_TAKING_FUNCTIONS = {torch.reshape, torch.zeros, torch.ones, torch.empty, 
 _SCALAR_STEPS = {operator.getitem, operator.floordiv, operator.mul, operator.add, operator.sub, operator.neg}
 
 
-@register("placeholder")
+@register("placeholder", latency="free")
 def graph_input(view: NodeView):
     """A graph input's channels are the caller's: never removed."""
     for path in tensor_shapes(view.node):
@@ -26,7 +26,7 @@ def graph_input(view: NodeView):
             yield Freeze(ref, f"input of the graph ({view.name})")
 
 
-@register("output")
+@register("output", latency="free")
 def graph_output(view: NodeView):
     """A graph output's channels are the caller's (a classifier keeps its logits)."""
     for key in view.tensor_args():
@@ -34,7 +34,7 @@ def graph_output(view: NodeView):
             yield Freeze(ref, "output of the graph")
 
 
-@register("get_attr")
+@register("get_attr", latency="free")
 def parameter_read(view: NodeView):
     """A parameter read directly (``self.weight`` passed to a function) is the parameter itself."""
     target = view.aliases.get(view.node.target)
@@ -99,12 +99,12 @@ def _size_read(view: NodeView):
             yield Observe(ref)
 
 
-@register("size")
+@register("size", latency="free")
 def size_method(view: NodeView):
     yield from _size_read(view)
 
 
-@register(getattr)
+@register(getattr, latency="free")
 def attribute_read(view: NodeView):
     if view.arg(1) in ("shape",):
         yield from _size_read(view)
@@ -114,7 +114,7 @@ def attribute_read(view: NodeView):
             yield Observe(ref)
 
 
-@register("dim")
+@register("dim", latency="free")
 def rank_read(view: NodeView):
     key = view.key_of(view.arg(0))
     for ref in view.dims(key) if key else []:

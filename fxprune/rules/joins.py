@@ -74,7 +74,8 @@ def _shrink_split(view: NodeView, ctx):
     view.node.args, view.node.kwargs = (view.node.args[0], sizes, dim), {}
 
 
-@register(torch.split, "split", torch.chunk, "chunk", torch.tensor_split, "tensor_split", shrink=_shrink_split)
+@register(torch.split, "split", torch.chunk, "chunk", torch.tensor_split, "tensor_split", shrink=_shrink_split,
+          latency="free")
 def split(view: NodeView):
     """Piece ``p`` of the cut dim is the input's slots ``offset_p ..``; other dims tie as they are."""
     x = view.key_of(view.arg(0))
@@ -92,7 +93,7 @@ def split(view: NodeView):
         offset += size
 
 
-@register("unbind", torch.unbind)
+@register("unbind", torch.unbind, latency="free")
 def unbind(view: NodeView):
     """Each piece drops the unbound dim, which stays whole; the other dims tie as they are."""
     x = view.key_of(view.arg(0))
@@ -152,7 +153,7 @@ def _shrink_getitem(view: NodeView, ctx):
     view.node.update_arg(1, tuple(items) if isinstance(index, tuple) else items[0])
 
 
-@register(operator.getitem, shrink=_shrink_getitem)
+@register(operator.getitem, shrink=_shrink_getitem, latency="free")
 def getitem(view: NodeView):
     """Picking one element of a tuple output, or indexing a tensor."""
     source, index = view.arg(0), view.arg(1)

@@ -8,15 +8,46 @@ make the analysis see both sides, so removing a channel slices both.
 from __future__ import annotations
 
 import numpy as np
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ..graph.tensors import DimRef
 from .base import NodeView, Tie, register, same_dims
 
-CONV_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-NORM_MODULES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.InstanceNorm1d, nn.InstanceNorm2d,
-                nn.InstanceNorm3d, nn.SyncBatchNorm)
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+INSTANCE_NORMS = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
+
+
+def _ungrouped(conv: nn.Conv2d) -> bool:
+    return conv.groups == 1
+
+
+def _always(module: nn.Module) -> bool:
+    return True
+
+
+def _check_parameter_shapes(module: nn.Module, names: tuple[str, ...], expected: tuple) -> None:
+    for name in names:
+        tensor = getattr(module, name, None)
+        if tensor is not None and tuple(tensor.shape) != tuple(expected):
+            raise RuntimeError(f"{name} of {type(module).__name__} has shape {tuple(tensor.shape)}, "
+                               f"expected {tuple(expected)} from its input")
+
+
+def _check_batch_norm(module: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> None:
+    """The checks BatchNorm's kernel makes on shapes: input rank and one statistic per channel."""
+    module._check_input_dim(x)
+    _check_parameter_shapes(module, ("weight", "bias", "running_mean", "running_var"), (x.shape[1],))
+    if module.training and x.numel() == x.shape[1]:
+        raise ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}")
+
+
+def _check_layer_norm(module: nn.LayerNorm, x: torch.Tensor) -> None:
+    shape = tuple(module.normalized_shape)
+    if tuple(x.shape[x.dim() - len(shape):]) != shape:
+        raise RuntimeError(f"LayerNorm normalizes over {shape}, input has shape {tuple(x.shape)}")
+    _check_parameter_shapes(module, ("weight", "bias"), shape)
 
 
 def conv_ties(view: NodeView, x: str, y: str, weight: str, bias: str | None, groups: int):
@@ -59,14 +90,15 @@ def _shrink_conv(view: NodeView, ctx):
     conv.in_channels = new_in
 
 
-@register(*CONV_MODULES, shrink=_shrink_conv)
+@register(nn.Conv2d, shrink=_shrink_conv, latency="producer", refit=_ungrouped)
+@register(nn.Conv1d, nn.Conv3d, shrink=_shrink_conv, latency="producer")
 def conv_module(view: NodeView):
     conv = view.module
     bias = view.param("bias") if conv.bias is not None else None
     return conv_ties(view, view.tensor_args()[0], view.out(), view.param("weight"), bias, conv.groups)
 
 
-@register(F.conv1d, F.conv2d, F.conv3d)
+@register(F.conv1d, F.conv2d, F.conv3d, latency="producer")
 def conv_function(view: NodeView):
     x, weight, bias = view.arg(0, "input"), view.arg(1, "weight"), view.arg(2, "bias")
     groups = view.arg(6, "groups", 1)
@@ -82,7 +114,8 @@ def _shrink_conv_transpose(view: NodeView, ctx):
     conv.out_channels = conv.weight.shape[1]
 
 
-@register(nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, shrink=_shrink_conv_transpose)
+@register(nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, shrink=_shrink_conv_transpose,
+          latency="producer")
 def conv_transpose_module(view: NodeView):
     """Transposed conv: weight is (in, out, k...); only ungrouped ones are pruned."""
     conv = view.module
@@ -111,13 +144,13 @@ def _shrink_linear(view: NodeView, ctx):
     view.module.out_features = view.module.weight.shape[0]
 
 
-@register(nn.Linear, shrink=_shrink_linear)
+@register(nn.Linear, shrink=_shrink_linear, latency="producer", refit=_always)
 def linear_module(view: NodeView):
     bias = view.param("bias") if view.module.bias is not None else None
     return linear_ties(view, view.tensor_args()[0], view.out(), view.param("weight"), bias)
 
 
-@register(F.linear)
+@register(F.linear, latency="producer")
 def linear_function(view: NodeView):
     x, weight = view.key_of(view.arg(0, "input")), view.key_of(view.arg(1, "weight"))
     if x is None or weight is None:
@@ -157,14 +190,16 @@ def _shrink_batch_norm(view: NodeView, ctx):
     norm.num_features = ctx.new_size(DimRef(x, 1))
 
 
-@register(*NORM_MODULES, shrink=_shrink_batch_norm)
+@register(*BATCH_NORMS, shrink=_shrink_batch_norm, latency="fusable", same_shape=_check_batch_norm)
+@register(nn.SyncBatchNorm, shrink=_shrink_batch_norm, latency="fusable")
+@register(*INSTANCE_NORMS, shrink=_shrink_batch_norm)
 def batch_norm_module(view: NodeView):
     names = ("weight", "bias", "running_mean", "running_var")
     params = [view.param(n) for n in names if getattr(view.module, n, None) is not None]
     return norm_ties(view, view.tensor_args()[0], view.out(), params, channel=1)
 
 
-@register(F.batch_norm)
+@register(F.batch_norm, latency="fusable")
 def batch_norm_function(view: NodeView):
     x = view.key_of(view.arg(0, "input"))
     if x is None:
@@ -178,7 +213,7 @@ def layer_norm_ties(view: NodeView, x: str, y: str, weight: str | None, bias: st
     """LayerNorm over the last ``normalized`` dims: those dims are tied to weight and bias.
 
     Removing a channel changes the mean and variance the norm computes, so the pruned model is
-    close to, not equal to, the masked one (see DESIGN: channel-mixing norms).
+    close to, not equal to, the masked one (``normalizes``; docs/DESIGN.md, the oracle).
     """
     rank = len(view.shape(x))
     yield from same_dims(x, y, view)
@@ -196,7 +231,15 @@ def _shrink_layer_norm(view: NodeView, ctx):
     norm.normalized_shape = tuple(ctx.new_shape(x)[-k:])
 
 
-@register(nn.LayerNorm, shrink=_shrink_layer_norm)
+def _layer_norm_dims(view: NodeView) -> list[int]:
+    """The output dims LayerNorm's statistics span: its last ``len(normalized_shape)``."""
+    shape = view.module.normalized_shape if view.node.op == "call_module" else view.arg(1, "normalized_shape")
+    count = len(shape) if isinstance(shape, (list, tuple)) else 0  # sizes computed at run time: couple froze it
+    rank = len(view.shape(view.out()))
+    return list(range(rank - count, rank))
+
+
+@register(nn.LayerNorm, shrink=_shrink_layer_norm, normalizes=_layer_norm_dims, same_shape=_check_layer_norm)
 def layer_norm_module(view: NodeView):
     norm = view.module
     weight = view.param("weight") if norm.weight is not None else None
@@ -211,7 +254,7 @@ def _shrink_layer_norm_function(view: NodeView, ctx):
     view.node.update_arg(1, new) if len(view.node.args) > 1 else view.node.update_kwarg("normalized_shape", new)
 
 
-@register(F.layer_norm, shrink=_shrink_layer_norm_function)
+@register(F.layer_norm, shrink=_shrink_layer_norm_function, normalizes=_layer_norm_dims)
 def layer_norm_function(view: NodeView):
     x = view.key_of(view.arg(0, "input"))
     shape = view.arg(1, "normalized_shape")

@@ -108,14 +108,14 @@ def _shrink_sizes(view: NodeView, ctx):
     view.node.args = tuple([args[0]] + ([type(args[1])(fixed)] if packed else fixed))
 
 
-@register("view", "reshape", torch.reshape, shrink=_shrink_sizes)
+@register("view", "reshape", torch.reshape, shrink=_shrink_sizes, latency="free")
 def reshape(view: NodeView):
     x = view.key_of(view.arg(0))
     return regroup_ties(view, x, view.out()) if x else []
 
 
 @register(torch.flatten, "flatten", nn.Flatten, nn.Unflatten, torch.unsqueeze, "unsqueeze", torch.squeeze,
-          "squeeze", "unflatten", torch.unflatten)
+          "squeeze", "unflatten", torch.unflatten, latency="free")
 def regroup(view: NodeView):
     x = view.tensor_args()[0] if view.tensor_args() else None
     return regroup_ties(view, x, view.out()) if x else []
@@ -146,7 +146,7 @@ def permute(view: NodeView):
         yield Tie(DimRef(x, in_dim), DimRef(view.out(), out_dim))
 
 
-@register("expand", shrink=_shrink_sizes)
+@register("expand", shrink=_shrink_sizes, latency="free")
 def expand(view: NodeView):
     """``expand`` repeats size-1 dims; the others are tied as they are."""
     x = view.key_of(view.arg(0))

@@ -26,7 +26,7 @@ def least_squares_start(gm, site, masks: ChannelMasks, batches, features, prefix
     inputs = Prefixes(gm, [batch.inputs for batch in batches], site.first_node, prefixes)
     done = 0
     for node in site.consumers:
-        if node.op != "call_module" or not plain_layer(gm.get_submodule(node.target)):
+        if not plain_layer(gm, node):
             continue
         name = f"{node.target}.weight"
         mask = masks.masks.get(name)

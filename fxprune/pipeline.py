@@ -1,0 +1,78 @@
+"""The pipeline, stage by stage, for those who want to look between the stages.
+
+    with evaluating(model):
+        gm = traced(model, (x,))                                   # 1. capture, with shapes
+        analysis = analyze_graph(gm)                               # 2. coupled channel groups
+        plan = plan_from_scores(analysis, l1(analysis, None), [g.size // 2 for g in analysis.groups])  # 3.
+        small = rewrite(analysis, plan, (x,))                      # 4. physically smaller
+
+``plan_and_rewrite`` runs 2-4 with the retry ``compress`` uses; ``fxprune.compress`` adds data
+handling, criteria, training-mode graphs and the checks of its arguments.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.fx
+
+from .analysis.analyze import Analysis, analyze_graph
+from .choose.plan import Plan
+from .errors import RewriteError
+from .graph.capture import trace
+from .graph.shapes import propagate_shapes, tensor_shapes
+from .graph.tensors import DimRef, output_key
+from .rewrite.apply import rewrite
+from .rules import shape_shortcuts
+
+MAX_ROUNDS = 6
+
+
+@contextlib.contextmanager
+def evaluating(model: torch.nn.Module):
+    """Put every module in eval mode for the duration, then restore each one's own flag."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, flag in flags:
+            module.training = flag
+
+
+def traced(model: torch.nn.Module, inputs: tuple, leaf_modules=()) -> torch.fx.GraphModule:
+    """Stage 1: the model as a GraphModule whose nodes carry the shapes ``inputs`` give them."""
+    gm = trace(model, tuple(leaf_modules))
+    propagate_shapes(gm, inputs, shape_shortcuts())
+    return gm
+
+
+def _freeze_nodes(gm: torch.fx.GraphModule, names: list[str], why: str) -> dict[DimRef, str]:
+    """Freeze every dim of the named nodes and of their inputs (after a failed shape check)."""
+
+    frozen = {}
+    nodes = {n.name: n for n in gm.graph.nodes}
+    for name in names:
+        node = nodes.get(name)
+        for n in [node, *(node.all_input_nodes if node else [])]:
+            for path, shape in tensor_shapes(n).items() if n is not None else []:
+                for dim in range(len(shape)):
+                    frozen[DimRef(output_key(n, path), dim)] = why
+    return frozen
+
+
+def plan_and_rewrite(gm, inputs, choose_plan, ignore=()) -> tuple[torch.fx.GraphModule, Analysis, Plan]:
+    """Stages 2-4: analyze, let ``choose_plan(analysis)`` pick channels, rewrite; freeze and retry on a
+    shape mismatch (sizes the graph computes at run time from a pruned dim)."""
+    frozen: dict[DimRef, str] = {}
+    for _ in range(MAX_ROUNDS):
+        analysis = analyze_graph(gm, ignore, frozen)
+        plan = choose_plan(analysis)
+        try:
+            return rewrite(analysis, plan, inputs), analysis, plan
+        except RewriteError as error:
+            if not error.nodes:
+                raise
+            frozen.update(_freeze_nodes(gm, error.nodes, f"sizes computed at run time at node {error.nodes[0]}"))
+    raise RewriteError("could not find a consistent plan; please report this model")
