@@ -15,9 +15,9 @@ from .choose.mlacp import MLACP
 from .choose.plan import Plan
 from .compress import analyze, apply_plan, compress
 from .deploy.export import ExportError, export_onnx
-from .deploy.saving import load, save
 from .errors import FxpruneError, InputError, RewriteError, TraceError
 from .recover.finetune import finetune
+from .saving import load, save
 from .submodule import compress_submodule
 
 __all__ = ["ExportError", "FxpruneError", "InputError", "MLACP", "Plan", "RewriteError", "TraceError", "analyze",

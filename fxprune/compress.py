@@ -17,6 +17,7 @@ from .graph.inputs import as_batches, example_inputs, input_specs, model_device,
 from .graph.modes import dropped_modules, rehost, training_graph
 from .pipeline import evaluating, plan_and_rewrite, traced
 from .recover.batchnorm import recalibrate_bn as recalibrate_batch_norms
+from .rewrite.apply import rewrite
 from .rules import shape_shortcuts
 
 
@@ -90,7 +91,7 @@ def compress(model: torch.nn.Module, data, ratio: float = 0.5, *, method="l1", i
     check_target_macs(target_macs)
     batches = as_batches(data, max_batches, model_device(model), required_inputs(model))
     inputs = example_inputs(batches)
-    choose = Chooser(method, batches, inputs, ratio, target_macs, round_to, refit, allocation)
+    choose = Chooser(method, batches, inputs, ratio, target_macs, round_to, refit, allocation, rewrite=rewrite)
 
     with evaluating(model):
         small, plan = _prune(model, inputs, leaf_modules, choose, ignore, copy_weights=choose.changes_weights)

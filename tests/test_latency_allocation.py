@@ -15,7 +15,7 @@ from fxprune.choose.selection import Chooser
 from fxprune.errors import InputError
 from fxprune.graph.inputs import as_batches
 from fxprune.graph.measure import count_macs
-from fxprune.pipeline import evaluating, plan_and_rewrite, traced
+from fxprune.pipeline import evaluating, plan_and_rewrite, rewrite, traced
 from fxprune.rewrite import oracle
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -50,7 +50,7 @@ def example(n=4, size=16):
 
 def choose_and_rewrite(model, x, **options):
     """compress's steps with the chooser in view: (pruned model, analysis, plan)."""
-    chooser = Chooser("l1", as_batches(x, 1), (x,), round_to=1, **options)
+    chooser = Chooser("l1", as_batches(x, 1), (x,), round_to=1, rewrite=rewrite, **options)
     with evaluating(model):
         return plan_and_rewrite(traced(model, (x,)), (x,), chooser)
 

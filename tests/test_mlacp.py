@@ -20,7 +20,7 @@ from fxprune.choose.mlacp.masks import ChannelMasks
 from fxprune.choose.refit import refit_layer
 from fxprune.errors import FxpruneError, InputError
 from fxprune.graph.partial_run import Prefixes, prefix_values
-from fxprune.pipeline import evaluating, plan_and_rewrite, traced
+from fxprune.pipeline import evaluating, plan_and_rewrite, rewrite, traced
 from fxprune.rewrite import oracle
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -55,7 +55,7 @@ def test_mlacp_keeps_the_masked_model_it_refined():
     choose_batches = fxprune.graph.inputs.as_batches((x, y))
     from fxprune.choose.selection import Chooser
 
-    chooser = Chooser(method, choose_batches, (x[:1],), ratio=0.4)
+    chooser = Chooser(method, choose_batches, (x[:1],), ratio=0.4, rewrite=rewrite)
     with evaluating(model):
         gm = traced(model, (x[:1],))
         small, analysis, plan = plan_and_rewrite(copy.deepcopy(gm), (x[:1],), chooser)

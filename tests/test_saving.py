@@ -8,7 +8,7 @@ import torchvision
 from helpers import randomize
 
 import fxprune
-from fxprune.deploy import saving
+from fxprune import saving
 from fxprune.graph.outputs import compare
 
 FAMILIES = {"resnet18": 32, "mobilenet_v2": 32, "densenet": 32, "shufflenet_v2_x0_5": 32}

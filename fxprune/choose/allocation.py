@@ -6,7 +6,8 @@ with the fraction of channels kept in each group it touches (a conv between grou
 weight, each weight dim shrinks by the slots its groups lose there, so a conv reading a concat of
 groups A and B costs ``(n_A·f_A + n_B·f_B) / (n_A + n_B)`` of its input side, not ``f_A · f_B``. That estimate picks
 the keep counts; the counts are then checked on a really rewritten model and the estimate's target
-corrected until the true MACs are within 1% (so ``target_macs`` is met within 2%).
+corrected until the true MACs are within 1% (so ``target_macs`` is met within 2%). The rewrite is
+the caller's (``rewrite``: ``rewrite.apply.rewrite`` in ``compress``): this stage only chooses.
 
 * ``global_keep_counts``: channels of all groups ranked together by their score divided by the mean
   score of their group (scores of different layers are not on one scale), lowest removed first;
@@ -17,6 +18,8 @@ corrected until the true MACs are within 1% (so ``target_macs`` is met within 2%
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import numpy as np
 import torch
@@ -29,8 +32,7 @@ from ..errors import InputError
 from ..graph.measure import count_macs
 from ..graph.shapes import tensor_shapes
 from ..graph.tensors import output_key
-from ..rewrite.apply import rewrite
-from .plan import kept_count, plan_from_scores
+from .plan import Plan, kept_count, plan_from_scores
 
 MIN_KEEP_FRACTION = 0.1
 TOLERANCE = 0.01
@@ -181,12 +183,15 @@ def global_counts_at(analysis: Analysis, scores: list[np.ndarray], round_to: int
     return counts
 
 
-def fit_counts(analysis: Analysis, inputs: tuple, target: float, counts_at, level_range,
+TrialRewrite = Callable[[Analysis, Plan, tuple], torch.nn.Module]
+
+
+def fit_counts(analysis: Analysis, inputs: tuple, target: float, counts_at, level_range, rewrite: TrialRewrite,
                nudge: bool = False, model: MacsModel | None = None) -> list[int]:
     """Keep counts whose rewritten model has ``target`` of the original MACs (within ``TOLERANCE``)."""
     model = model or MacsModel(analysis, inputs)
     original = count_macs(analysis.gm, inputs)
-    best = count_macs(_trial(analysis, counts_at(level_range[1]), inputs), inputs) / original
+    best = count_macs(_trial(analysis, counts_at(level_range[1]), inputs, rewrite), inputs) / original
     if target < best - 2 * TOLERANCE:
         raise InputError(f"target_macs={target:g} cannot be reached: the smallest this model can get "
                          f"(every prunable group at its minimum) is {best:.3f} of its MACs; frozen groups are "
@@ -194,7 +199,7 @@ def fit_counts(analysis: Analysis, inputs: tuple, target: float, counts_at, leve
     goal, tried = target * model.total, []
     for _ in range(5):
         counts = _bisect(counts_at, model.estimate, goal, *level_range, nudge)
-        reached = count_macs(_trial(analysis, counts, inputs), inputs) / original
+        reached = count_macs(_trial(analysis, counts, inputs, rewrite), inputs) / original
         tried.append((abs(reached - target), counts))
         if abs(reached - target) <= TOLERANCE * target or reached <= 0:
             break
@@ -202,27 +207,29 @@ def fit_counts(analysis: Analysis, inputs: tuple, target: float, counts_at, leve
     return min(tried, key=lambda t: t[0])[1]
 
 
-def _trial(analysis: Analysis, counts: list[int], inputs: tuple) -> torch.fx.GraphModule:
+def _trial(analysis: Analysis, counts: list[int], inputs: tuple, rewrite: TrialRewrite) -> torch.nn.Module:
     """The model rewritten with some channels removed in the given numbers (MACs depend on counts only)."""
     plan = plan_from_scores(analysis, [np.zeros(g.size) for g in analysis.groups], counts)
     return rewrite(analysis, plan, inputs)
 
 
-def uniform_macs_fraction(analysis: Analysis, inputs: tuple, ratio: float, round_to: int) -> float:
+def uniform_macs_fraction(analysis: Analysis, inputs: tuple, ratio: float, round_to: int,
+                          rewrite: TrialRewrite) -> float:
     """The fraction of the MACs left when ``ratio`` of every group's channels is removed."""
     counts = uniform_counts_at(analysis, round_to)(ratio)
-    return count_macs(_trial(analysis, counts, inputs), inputs) / count_macs(analysis.gm, inputs)
+    return count_macs(_trial(analysis, counts, inputs, rewrite), inputs) / count_macs(analysis.gm, inputs)
 
 
-def uniform_keep_counts(analysis: Analysis, inputs: tuple, target: float, round_to: int = 1) -> list[int]:
-    return fit_counts(analysis, inputs, target, uniform_counts_at(analysis, round_to), (0.0, 0.999))
+def uniform_keep_counts(analysis: Analysis, inputs: tuple, target: float, round_to: int,
+                        rewrite: TrialRewrite) -> list[int]:
+    return fit_counts(analysis, inputs, target, uniform_counts_at(analysis, round_to), (0.0, 0.999), rewrite)
 
 
-def global_keep_counts(analysis, inputs, target, scores, round_to: int = 1, weights=None,
+def global_keep_counts(analysis, inputs, target, scores, round_to: int, rewrite: TrialRewrite, weights=None,
                        model: MacsModel | None = None, min_channels: int = 1) -> list[int]:
     """Counts at ``target`` MACs from one ranking of all channels (``weights``, ``min_channels``: see
     ``global_counts_at``)."""
     levels = np.concatenate(normalized_scores(scores, weights) or [[0.0]])
     counts_at = global_counts_at(analysis, scores, round_to, weights, min_channels)
-    return fit_counts(analysis, inputs, target, counts_at,
-                      (0.0, float(levels.max()) + 1.0), nudge=round_to == 1, model=model)
+    return fit_counts(analysis, inputs, target, counts_at, (0.0, float(levels.max()) + 1.0), rewrite,
+                      nudge=round_to == 1, model=model)

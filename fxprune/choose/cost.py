@@ -49,7 +49,7 @@ from ..errors import InputError
 from ..graph.shapes import tensor_shapes
 from ..graph.tensors import output_key
 from ..rules import rule_for
-from .allocation import MacsModel, global_keep_counts, kept_share, shrink_factors, slots_per_dim
+from .allocation import MacsModel, TrialRewrite, global_keep_counts, kept_share, shrink_factors, slots_per_dim
 
 ELEMENT_COST = 10.0
 MIN_MODELLED_GAIN = 0.1  # the least modelled time saved for which the latency plan is taken
@@ -153,7 +153,7 @@ def _uniform_fraction(model: LatencyModel, target: float) -> float:
 
 
 def latency_keep_counts(analysis: Analysis, inputs: tuple, target: float, scores: list[np.ndarray],
-                        round_to: int = 1, element_cost: float | None = None,
+                        round_to: int, rewrite: TrialRewrite, element_cost: float | None = None,
                         fallback: list[int] | None = None) -> list[int]:
     """Keep counts at ``target`` of the MACs that cut the modelled latency more than a score-only ranking.
 
@@ -170,7 +170,8 @@ def latency_keep_counts(analysis: Analysis, inputs: tuple, target: float, scores
     model = LatencyModel(analysis, inputs, macs, element_cost)
     weights = model.time_per_mac(np.full(len(model.sizes), _uniform_fraction(model, target)))
     try:
-        counts = global_keep_counts(analysis, inputs, target, scores, round_to, weights, macs, LATENCY_MIN_CHANNELS)
+        counts = global_keep_counts(analysis, inputs, target, scores, round_to, rewrite, weights, macs,
+                                    LATENCY_MIN_CHANNELS)
     except InputError:  # the budget needs layers narrower than LATENCY_MIN_CHANNELS
         if fallback is None:
             raise

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..analysis.analyze import Analysis
 from ..errors import InputError
-from .allocation import global_keep_counts, uniform_keep_counts, uniform_macs_fraction
+from .allocation import TrialRewrite, global_keep_counts, uniform_keep_counts, uniform_macs_fraction
 from .cost import latency_keep_counts
 from .criteria import CRITERIA, get_criterion
 from .mlacp import LAYERWISE
@@ -48,12 +48,13 @@ class Chooser:
     """Builds the plan for one analysis; see the module docstring."""
 
     def __init__(self, method, batches, inputs, ratio=0.5, target_macs=None, round_to=1, refit=None,
-                 allocation="score"):
+                 allocation="score", *, rewrite: TrialRewrite):
         check_allocation(allocation)
         self.allocation = allocation
         self.criterion, self.pruner = resolve_method(method)
         self.method_name = method if isinstance(method, str) else getattr(method, "__name__", type(method).__name__)
         self.batches, self.inputs = batches, inputs
+        self.rewrite = rewrite  # trial rewrites check that a MACs budget is met
         self.ratio, self.target_macs, self.round_to = ratio, target_macs, round_to
         self.refit = refit if refit is not None else getattr(self.criterion, "refit_after", False)
         self._saved_state = None
@@ -94,20 +95,21 @@ class Chooser:
         if self.target_macs is None:
             by_score = [kept_count(g.size, self.ratio, self.round_to) for g in analysis.groups]
         elif scores is None:
-            by_score = uniform_keep_counts(analysis, self.inputs, target, self.round_to)
+            by_score = uniform_keep_counts(analysis, self.inputs, target, self.round_to, self.rewrite)
         else:
-            by_score = global_keep_counts(analysis, self.inputs, target, scores, self.round_to)
+            by_score = global_keep_counts(analysis, self.inputs, target, scores, self.round_to, self.rewrite)
         if self.allocation != "latency":
             return by_score
         ranking = scores if scores is not None else get_criterion("l1")(analysis, None)  # L1 for a layer-wise method
-        counts = latency_keep_counts(analysis, self.inputs, target, ranking, self.round_to, fallback=by_score)
+        counts = latency_keep_counts(analysis, self.inputs, target, ranking, self.round_to, self.rewrite,
+                                     fallback=by_score)
         self.latency_plan_taken = counts != by_score
         return counts
 
     def _target(self, analysis: Analysis) -> float | None:
         """The MACs fraction to meet; None for one ratio in every group."""
         if self.allocation == "latency" and self.target_macs is None and self.ratio > 0:
-            return uniform_macs_fraction(analysis, self.inputs, self.ratio, self.round_to)
+            return uniform_macs_fraction(analysis, self.inputs, self.ratio, self.round_to, self.rewrite)
         return self.target_macs
 
     def _info(self) -> dict:

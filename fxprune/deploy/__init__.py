@@ -1,1 +1,1 @@
-"""Stage 5, deploy: ONNX export with its parity check, latency, and saving a pruned model."""
+"""Stage 5, deploy: ONNX export with its parity check, and latency on the runtimes."""

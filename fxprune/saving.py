@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-from ..choose.plan import Plan
-from ..compress import apply_plan
-from ..errors import InputError
-from ..graph.inputs import tensor_spec
+from .choose.plan import Plan
+from .compress import apply_plan
+from .errors import InputError
+from .graph.inputs import tensor_spec
 
 PLAN_FILE = "plan.json"
 INPUTS_FILE = "inputs.json"  # shapes and dtypes of the example the plan was traced with
