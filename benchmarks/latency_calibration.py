@@ -23,6 +23,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from fxprune.graph.tensors import param_name
+
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import tempfile
 from pathlib import Path
@@ -50,7 +52,7 @@ def modelled_terms(model, example, plans) -> list[tuple[float, float]]:
     anchors = [_anchor(g, analysis).ref for g in analysis.groups]
     for plan in plans:
         kept = {} if plan is None else {(g.anchor, g.dim): len(g.keep) / len(g.indices) for g in plan.groups}
-        fractions = np.array([[kept.get((a.key.removeprefix("param:"), a.dim), 1.0) for a in anchors]])
+        fractions = np.array([[kept.get((param_name(a.key), a.dim), 1.0) for a in anchors]])
         macs = costs.macs.estimate_fractions(fractions)[0]
         terms.append((macs, costs.estimate_fractions(fractions)[0] - macs))
     return terms

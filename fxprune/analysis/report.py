@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..graph.tensors import DimRef
+from ..graph.tensors import DimRef, param_name
 from .analyze import Analysis
 
 
@@ -12,8 +12,8 @@ def _layer_names(refs: list[DimRef]) -> list[str]:
     """``param:layer1.0.conv1.weight`` dim 0 → ``layer1.0.conv1 (out)``; dim 1 → ``(in)``."""
     names: dict[str, None] = {}
     for ref in refs:
-        module, _, attr = ref.key.removeprefix("param:").rpartition(".")
-        if attr != "weight" and any(r.key.removeprefix("param:").startswith(module + ".weight") for r in refs):
+        module, _, attr = param_name(ref.key).rpartition(".")
+        if attr != "weight" and any(param_name(r.key).startswith(module + ".weight") for r in refs):
             continue
         side = {0: "out", 1: "in"}.get(ref.dim, f"dim {ref.dim}") if attr == "weight" else attr
         names[f"{module or attr} ({side})"] = None

@@ -15,7 +15,7 @@ import torch
 import torch.fx
 
 from ..graph.shapes import tensor_shapes
-from ..graph.tensors import canonical_names, output_key, param_key
+from ..graph.tensors import canonical_names, output_key, param_key, param_name
 from .analyze import Analysis
 from .grouping import ChannelGroup, Member
 
@@ -76,9 +76,9 @@ def _site(group, analysis, position, key_owner, readers) -> GroupSite:
     anchor = (members or group.members)[0].ref
     return GroupSite(
         group=group,
-        name=f"{anchor.key.removeprefix('param:')} dim {anchor.dim}",
+        name=f"{param_name(anchor.key)} dim {anchor.dim}",
         first_node=min((position[n] for n in touching), default=0),
         consumers=consumers,
         consumer_members=consumer_members or members,
-        params=sorted({m.ref.key.removeprefix("param:") for m in members}),
+        params=sorted({param_name(m.ref.key) for m in members}),
     )

@@ -16,7 +16,7 @@ import numpy as np
 from ..analysis.analyze import Analysis
 from ..analysis.grouping import ChannelGroup
 from ..errors import InputError
-from ..graph.tensors import DimRef
+from ..graph.tensors import DimRef, param_key, param_name
 
 
 @dataclass
@@ -82,7 +82,7 @@ def plan_from_scores(analysis: Analysis, scores: list[np.ndarray], keep_counts: 
         order = np.argsort(-score, kind="stable")[:count]
         anchor = _anchor(group, analysis)
         keep = np.sort(anchor.index[order].ravel())
-        plan.groups.append(GroupPlan(anchor.ref.key.removeprefix("param:"), anchor.ref.dim,
+        plan.groups.append(GroupPlan(param_name(anchor.ref.key), anchor.ref.dim,
                                      sorted(int(i) for i in anchor.index.ravel()), [int(i) for i in keep]))
     return plan
 
@@ -94,7 +94,7 @@ def removed_components(analysis: Analysis, plan: Plan) -> np.ndarray:
         prunable[group.channels] = True
     removed = []
     for entry in plan.groups:
-        ref = DimRef("param:" + entry.anchor, entry.dim)
+        ref = DimRef(param_key(entry.anchor), entry.dim)
         gone = np.setdiff1d(entry.indices, entry.keep)
         if ref not in analysis.table.offset or (len(gone) and gone.max() >= analysis.table.size[ref]):
             raise InputError(f"plan: {entry.anchor} dim {entry.dim} does not exist in this model with that size")

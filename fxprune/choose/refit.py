@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from ..analysis.analyze import Analysis
 from ..graph.inputs import Batch
 from ..graph.partial_run import prefix_values, run_from
-from ..graph.tensors import DimRef, canonical_names, param_key
+from ..graph.tensors import DimRef, canonical_names, param_key, param_name
 from ..rules import rule_for
 from .plan import Plan, kept_slots, removed_components
 
@@ -36,7 +36,7 @@ def _zero_removed(analysis: Analysis, kept: dict[DimRef, np.ndarray]) -> None:
     with torch.no_grad():
         for ref, keep in kept.items():
             if ref.key in table.param_keys and ref.key not in table.buffer_keys:
-                tensor = gm.get_parameter(ref.key.removeprefix("param:"))
+                tensor = gm.get_parameter(param_name(ref.key))
                 gone = np.setdiff1d(np.arange(table.size[ref]), keep)
                 tensor.index_fill_(ref.dim, torch.as_tensor(gone, device=tensor.device), 0.0)
 

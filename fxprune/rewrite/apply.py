@@ -18,7 +18,7 @@ from ..choose.plan import Plan, kept_slots, removed_components
 from ..errors import RewriteError
 from ..graph.module_copy import copy_module
 from ..graph.shapes import record_shapes, tensor_shapes
-from ..graph.tensors import DimRef, canonical_names, output_key
+from ..graph.tensors import DimRef, canonical_names, output_key, param_name
 from ..rules import NodeView, find_rule, shape_shortcuts
 
 
@@ -52,7 +52,7 @@ def _sliced_tensors(gm: torch.fx.GraphModule, ctx: ShrinkContext) -> dict[int, t
         shape = ctx.table.shapes[key]
         if ctx.new_shape(key) == shape:
             continue
-        name = key.removeprefix("param:")
+        name = param_name(key)
         owner, _, attr = name.rpartition(".")
         module = gm.get_submodule(owner)
         old = module._parameters[attr] if attr in module._parameters else module._buffers[attr]

@@ -18,6 +18,7 @@ import torch.fx
 from ..analysis.analyze import Analysis
 from ..choose.plan import Plan, kept_slots, removed_components
 from ..graph.outputs import compare
+from ..graph.tensors import param_name
 
 
 def randomize_weights(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -49,7 +50,7 @@ def masked_original(analysis: Analysis, plan: Plan) -> torch.fx.GraphModule:
         for ref, keep in kept.items():
             if ref.key not in table.param_keys or ref.key in table.buffer_keys:
                 continue
-            tensor = gm.get_parameter(ref.key.removeprefix("param:"))
+            tensor = gm.get_parameter(param_name(ref.key))
             gone = np.setdiff1d(np.arange(table.size[ref]), keep)
             tensor.index_fill_(ref.dim, torch.as_tensor(gone), 0.0)
     return gm

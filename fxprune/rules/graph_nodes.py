@@ -8,7 +8,7 @@ import torch
 import torch.fx
 
 from ..graph.shapes import tensor_shapes
-from ..graph.tensors import DimRef, output_key
+from ..graph.tensors import DimRef, output_key, param_key
 from .base import Freeze, NodeView, Observe, Tie, register
 
 # Ops that take sizes as arguments and whose results the rewrite's shape check verifies.
@@ -41,7 +41,7 @@ def parameter_read(view: NodeView):
     if target is None or () not in tensor_shapes(view.node):
         return
     for dim, ref in enumerate(view.dims(view.out())):
-        yield Tie(ref, DimRef("param:" + target, dim))
+        yield Tie(ref, DimRef(param_key(target), dim))
 
 
 def _shape_sink(node: torch.fx.Node) -> torch.fx.Node | None:

@@ -11,10 +11,11 @@ import numpy as np
 import torch
 
 from ...analysis.analyze import Analysis
+from ...graph.tensors import param_key, param_name
 
 
 def parameter(analysis: Analysis, key: str) -> torch.Tensor:
-    name = key.removeprefix("param:")
+    name = param_name(key)
     try:
         return analysis.gm.get_parameter(name)
     except AttributeError:
@@ -55,7 +56,7 @@ def l2(analysis: Analysis, batches=None) -> list[np.ndarray]:
 
 def bn_scale(analysis: Analysis, batches=None) -> list[np.ndarray]:
     """|γ| of the BatchNorm layers in the group (Network Slimming); L1 where a group has none."""
-    norms = {f"param:{name}.weight" for name, m in analysis.gm.named_modules()
+    norms = {param_key(f"{name}.weight") for name, m in analysis.gm.named_modules()
              if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.affine}
     fallback = l1(analysis)
     scores = []

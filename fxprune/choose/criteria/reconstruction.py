@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from ...analysis.analyze import Analysis
 from ...analysis.sites import group_sites
 from ...graph.partial_run import run_from
+from ...graph.tensors import param_key, param_name
 from .magnitude import per_index
 
 MAX_SAMPLES = 32  # the per-channel contributions of a layer take samples × in × out maps
@@ -61,12 +62,12 @@ def reconstruction(analysis: Analysis, batches) -> list[np.ndarray]:
         for member in site.consumer_members:
             energy = None
             readers = [n for n in site.consumers if n.op == "call_module"
-                       and f"param:{n.target}.weight" == member.ref.key and member.ref.dim == 1]
+                       and param_key(f"{n.target}.weight") == member.ref.key and member.ref.dim == 1]
             if readers and readers[0].args[0].name in inputs:
                 module = gm.get_submodule(readers[0].target)
                 energy = _column_energy(module, inputs[readers[0].args[0].name])
             if energy is None:
-                energy = torch.as_tensor(per_index(gm.get_parameter(member.ref.key.removeprefix("param:")),
+                energy = torch.as_tensor(per_index(gm.get_parameter(param_name(member.ref.key)),
                                                    member.ref.dim, 2))
             score += energy.double().cpu().numpy()[member.index].sum(axis=1)
         scores[site.group.id] = score

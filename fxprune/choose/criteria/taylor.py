@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from ...analysis.analyze import Analysis
+from ...graph.tensors import param_name
 from .magnitude import parameter
 
 
@@ -36,7 +37,7 @@ def taylor(analysis: Analysis, batches) -> list[np.ndarray]:
     for group in analysis.groups:
         score = np.zeros(group.size)
         for member in group.params(analysis.table):
-            total = totals.get(member.ref.key.removeprefix("param:"))
+            total = totals.get(param_name(member.ref.key))
             if total is None:
                 total = parameter(analysis, member.ref.key).detach().abs() * 0
             other = [d for d in range(total.dim()) if d != member.ref.dim]

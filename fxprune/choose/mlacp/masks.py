@@ -13,6 +13,7 @@ import torch
 
 from ...analysis.analyze import Analysis
 from ...analysis.grouping import ChannelGroup
+from ...graph.tensors import param_name
 
 
 class ChannelMasks:
@@ -28,7 +29,7 @@ class ChannelMasks:
             return
         gm, table = self.analysis.gm, self.analysis.table
         for member in group.params(table):
-            name = member.ref.key.removeprefix("param:")
+            name = param_name(member.ref.key)
             param = gm.get_parameter(name)
             mask = self.masks.setdefault(name, torch.ones_like(param, dtype=torch.bool))
             gone = torch.as_tensor(member.index[channels].ravel(), device=param.device)

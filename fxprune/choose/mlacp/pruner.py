@@ -25,6 +25,7 @@ from ...analysis.sites import GroupSite, group_sites
 from ...errors import FxpruneError
 from ...graph.inputs import Batch
 from ...graph.partial_run import Prefixes, run_from
+from ...graph.tensors import param_name
 from ..criteria.magnitude import per_index
 from .compensation import least_squares_start
 from .losses import TERMS, loss_parts
@@ -177,7 +178,7 @@ class MLACP:
     def _sensitivity(self, analysis, site: GroupSite, calibration, prefixes) -> np.ndarray:
         """``Σ (w · ∂L/∂w)²`` over the weights reading each channel; ties broken by weight magnitude."""
         gm = analysis.gm
-        names = sorted({m.ref.key.removeprefix("param:") for m in site.consumer_members})
+        names = sorted({param_name(m.ref.key) for m in site.consumer_members})
         weights = [gm.get_parameter(name) for name in names]
         grads = [torch.zeros_like(w) for w in weights]
         for b, prefix in enumerate(prefixes):
@@ -187,7 +188,7 @@ class MLACP:
                 grads = [g + f if f is not None else g for g, f in zip(grads, found)]
         sensitivity, magnitude = np.zeros(site.group.size), np.zeros(site.group.size)
         for member in site.consumer_members:
-            k = names.index(member.ref.key.removeprefix("param:"))
+            k = names.index(param_name(member.ref.key))
             product = (weights[k].detach() * grads[k]).double()
             sensitivity += per_index(product, member.ref.dim, 2)[member.index].sum(axis=1)
             magnitude += per_index(weights[k], member.ref.dim, 2)[member.index].sum(axis=1)
