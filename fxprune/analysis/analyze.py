@@ -52,8 +52,8 @@ def _touched(view: NodeView) -> list[str]:
     return [k for k in keys if k in view.table.shapes]
 
 
-def _node_relations(view: NodeView) -> list:
-    """The rule's relations for one node, with every unmentioned dim frozen."""
+def node_relations(view: NodeView) -> list:
+    """The rule's relations for one node, with every unmentioned dim frozen (what a rule test checks)."""
     key = view.rule_key
     rule = find_rule(key)
     relations = list(rule.couple(view)) if rule else []
@@ -102,7 +102,7 @@ def _collect(gm, table, aliases, extra_frozen) -> _Collector:
     group_axes: set[DimRef] = set()
     for node in gm.graph.nodes:
         view = NodeView(node, gm, table, aliases, group_axes)
-        for rel in _node_relations(view):
+        for rel in node_relations(view):
             if isinstance(rel, Tie):
                 if collector.tie(rel) and (rel.a in group_axes or rel.b in group_axes):
                     group_axes.update((rel.a, rel.b))
