@@ -37,7 +37,7 @@ import torchvision
 import fxprune
 from fxprune.analysis.analyze import analyze_graph
 from fxprune.choose.cost import LatencyModel
-from fxprune.choose.plan import _anchor
+from fxprune.choose.plan import anchor_member
 from fxprune.deploy import latency
 from fxprune.pipeline import traced
 
@@ -49,7 +49,7 @@ def modelled_terms(model, example, plans) -> list[tuple[float, float]]:
     analysis = analyze_graph(traced(model, (example,)))
     costs = LatencyModel(analysis, (example,), element_cost=1.0)
     terms = []
-    anchors = [_anchor(g, analysis).ref for g in analysis.groups]
+    anchors = [anchor_member(g, analysis).ref for g in analysis.groups]
     for plan in plans:
         kept = {} if plan is None else {(g.anchor, g.dim): len(g.keep) / len(g.indices) for g in plan.groups}
         fractions = np.array([[kept.get((param_name(a.key), a.dim), 1.0) for a in anchors]])

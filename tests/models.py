@@ -1,4 +1,4 @@
-"""Small hand-written models, one per coupling pattern of DESIGN.md, with prime channel counts
+"""Small hand-written models, one per coupling pattern of docs/DESIGN.md, with prime channel counts
 (3 → 5 → 7 → 11) so that a wrong index cannot pass by accident. Several come in a module form and
 a functional form (``F.conv2d`` with parameters held directly)."""
 

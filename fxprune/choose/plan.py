@@ -55,10 +55,11 @@ class Plan:
 
 
 def kept_count(size: int, ratio: float, round_to: int) -> int:
-    """Channels a group of ``size`` keeps: ``ratio`` of them go, at least one stays.
+    """Channels a group of ``size`` keeps: ``ratio`` of them go, at least one stays; the count is
+    rounded up to a multiple of ``round_to``, except in a group smaller than ``round_to``.
 
     >>> kept_count(64, 0.5, 1), kept_count(60, 0.5, 8), kept_count(3, 0.5, 8)
-    (32, 32, 3)
+    (32, 32, 2)
     """
     keep = max(1, size - int(np.floor(ratio * size + 1e-9)))
     if round_to > 1 and size >= round_to:
@@ -66,9 +67,9 @@ def kept_count(size: int, ratio: float, round_to: int) -> int:
     return keep
 
 
-def _anchor(group: ChannelGroup, analysis: Analysis):
-    member = (group.params(analysis.table) or group.params(analysis.table, include_buffers=True))[0]
-    return member
+def anchor_member(group: ChannelGroup, analysis: Analysis):
+    """The member a plan names a group by: its first parameter (a buffer when it holds no parameter)."""
+    return (group.params(analysis.table) or group.params(analysis.table, include_buffers=True))[0]
 
 
 def plan_from_scores(analysis: Analysis, scores: list[np.ndarray], keep_counts: list[int], info=None) -> Plan:
@@ -80,7 +81,7 @@ def plan_from_scores(analysis: Analysis, scores: list[np.ndarray], keep_counts: 
             raise ValueError(f"criterion gave scores of shape {score.shape} (finite: "
                              f"{np.isfinite(score).all()}) for a group of {group.size} channels")
         order = np.argsort(-score, kind="stable")[:count]
-        anchor = _anchor(group, analysis)
+        anchor = anchor_member(group, analysis)
         keep = np.sort(anchor.index[order].ravel())
         plan.groups.append(GroupPlan(param_name(anchor.ref.key), anchor.ref.dim,
                                      sorted(int(i) for i in anchor.index.ravel()), [int(i) for i in keep]))
