@@ -9,6 +9,7 @@ of a group against each other, and a plan removes some of them.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,6 +21,7 @@ from ..errors import InputError
 from ..graph.shapes import tensor_shapes
 from ..graph.tensors import DimRef, canonical_names, output_key, param_key
 from ..rules import Freeze, NodeView, Observe, Tie, describe_key, find_rule, rule_key
+from ..rules.joins import tuple_position
 from .grouping import ChannelGroup, FrozenGroup, build_groups
 from .slots import SlotTable
 
@@ -38,10 +40,10 @@ def _touched(view: NodeView) -> list[str]:
     """Tensor keys a node reads or writes (what its rule must account for)."""
     node = view.node
     keys: list[str] = []
-    if node.op == "call_function" and node.target.__name__ == "getitem" and isinstance(node.args[1], int):
-        source = node.args[0]
-        if isinstance(source, torch.fx.Node) and (node.args[1],) in tensor_shapes(source):
-            keys.append(output_key(source, (node.args[1],)))
+    position = tuple_position(node) if node.op == "call_function" and node.target is operator.getitem else None
+    if position is not None:  # one element of a tuple: only it is read (none when it holds no tensor)
+        if (position,) in tensor_shapes(node.args[0]):
+            keys.append(output_key(node.args[0], (position,)))
     else:
         for arg in node.all_input_nodes:
             keys += [output_key(arg, path) for path in tensor_shapes(arg)]

@@ -12,8 +12,13 @@ from ..graph.tensors import DimRef, output_key, param_key
 from .base import Freeze, NodeView, Observe, Tie, register
 
 # Ops that take sizes as arguments and whose results the rewrite's shape check verifies.
-_SHAPE_TAKING_METHODS = {"view", "reshape", "expand", "new_zeros", "new_ones", "new_empty", "new_full"}
-_SHAPE_TAKING_FUNCTIONS = {torch.reshape, torch.zeros, torch.ones, torch.empty, torch.full}
+# Ops that take sizes, with where their size arguments are: positions in ``args`` (a ``slice``) and the
+# keyword. Anything else they take (the fill value of ``full``) is a value: a size used there freezes.
+_SHAPE_TAKING_METHODS = {**dict.fromkeys(("view", "reshape", "expand", "new_zeros", "new_ones", "new_empty"),
+                                         (slice(1, None), "size")),
+                         "new_full": (slice(1, 2), "size")}
+_SHAPE_TAKING_FUNCTIONS = {torch.reshape: (slice(1, 2), "shape"), torch.full: (slice(0, 1), "size"),
+                           **dict.fromkeys((torch.zeros, torch.ones, torch.empty), (slice(0, None), "size"))}
 # Scalar arithmetic a size may pass through on its way to such an op.
 _SCALAR_STEPS = {operator.getitem, operator.floordiv, operator.mul, operator.add, operator.sub, operator.neg}
 
@@ -44,20 +49,37 @@ def parameter_read(view: NodeView):
         yield Tie(ref, DimRef(param_key(target), dim))
 
 
+def _as_shape(user: torch.fx.Node, value: torch.fx.Node) -> bool:
+    """Whether ``user`` takes ``value`` only among its size arguments."""
+    table = _SHAPE_TAKING_METHODS if user.op == "call_method" else _SHAPE_TAKING_FUNCTIONS
+    where = table.get(user.target) if user.op in ("call_method", "call_function") else None
+    if where is None:
+        return False
+    positions, keyword = where
+    sizes = (user.args[positions], user.kwargs.get(keyword))
+    rest = (user.args[:positions.start], user.args[positions.stop:] if positions.stop is not None else (),
+            {k: v for k, v in user.kwargs.items() if k != keyword})
+    return _mentions(sizes, value) and not _mentions(rest, value)
+
+
+def _mentions(tree, value: torch.fx.Node) -> bool:
+    hits = []
+    torch.fx.node.map_arg(tree, lambda n: hits.append(n is value) or n)
+    return any(hits)
+
+
 def _shape_sink(node: torch.fx.Node) -> torch.fx.Node | None:
     """The first place a size read from ``node`` is used as a value rather than a shape (or None)."""
-    stack, seen = list(node.users), set()
+    stack, seen = [(user, node) for user in node.users], set()
     while stack:
-        user = stack.pop()
-        if user in seen:
+        user, source = stack.pop()
+        if (user, source) in seen:
             continue
-        seen.add(user)
-        if user.op == "call_method" and user.target in _SHAPE_TAKING_METHODS:
-            continue
-        if user.op == "call_function" and user.target in _SHAPE_TAKING_FUNCTIONS:
+        seen.add((user, source))
+        if _as_shape(user, source):
             continue
         if user.op == "call_function" and user.target in _SCALAR_STEPS and not tensor_shapes(user):
-            stack.extend(user.users)
+            stack.extend((next_user, user) for next_user in user.users)
             continue
         return user
     return None

@@ -12,14 +12,16 @@ import operator
 
 import numpy as np
 import torch
+from torch.fx.passes.shape_prop import TensorMetadata
 
 from ..graph.shapes import tensor_shapes
-from ..graph.tensors import DimRef
+from ..graph.tensors import DimRef, output_key
 from .base import NodeView, Tie, register
 
 
 def _cat_dim(view: NodeView, default: int = 0) -> int:
-    dim = view.arg(1, "dim", default)
+    """``dim`` of cat/stack, also when given as ``axis=`` (as ``torch.concatenate`` names it)."""
+    dim = view.arg(1, "dim", view.node.kwargs.get("axis", default))
     return dim % len(view.shape(view.out()))
 
 
@@ -82,15 +84,28 @@ def split(view: NodeView):
     if x is None:
         return
     dim = _split_dim(view)
-    offset = 0
-    for piece in _pieces(view):
-        size = view.shape(piece)[dim]
+    for piece, taken in zip(_pieces(view), _piece_slots(view, x, dim)):
         for d in range(len(view.shape(x))):
             if d == dim:
-                yield Tie(DimRef(x, d), DimRef(piece, d), np.arange(offset, offset + size), np.arange(size))
+                yield Tie(DimRef(x, d), DimRef(piece, d), taken, np.arange(len(taken)))
             else:
                 yield Tie(DimRef(x, d), DimRef(piece, d))
-        offset += size
+
+
+def _piece_slots(view: NodeView, x: str, dim: int) -> list[np.ndarray]:
+    """The input slots of each piece: consecutive runs, or for ``tensor_split(x, [i, j, ...])`` the
+    slices ``x[:i]``, ``x[i:j]``, … (which overlap when the indices decrease); none when unknown."""
+    size, pieces = view.shape(x)[dim], _pieces(view)
+    indices = view.arg(1, "indices", view.node.kwargs.get("tensor_indices_or_sections"))
+    if view.node.target in (torch.tensor_split, "tensor_split") and isinstance(indices, (list, tuple)):
+        if not all(isinstance(i, int) for i in indices) or len(indices) + 1 != len(pieces):
+            return []
+        bounds = [0, *indices, size]
+        return [np.arange(size)[start:stop] for start, stop in zip(bounds, bounds[1:])]
+    sizes = [view.shape(piece)[dim] for piece in pieces]
+    if sum(sizes) != size:
+        return []
+    return [np.arange(start, start + n) for start, n in zip(np.cumsum([0, *sizes[:-1]]).tolist(), sizes)]
 
 
 @register("unbind", torch.unbind, latency="free")
@@ -108,8 +123,8 @@ def _index_ties(view: NodeView, x: str, index):
     """Ties of ``x[index]`` for basic indexing with ints, slices, None and Ellipsis."""
     index = index if isinstance(index, tuple) else (index,)
     rank = len(view.shape(x))
-    if any(not isinstance(i, (int, slice, type(None), type(Ellipsis))) for i in index):
-        return
+    if any(isinstance(i, bool) or not isinstance(i, (int, slice, type(None), type(Ellipsis))) for i in index):
+        return  # advanced indexing (a bool is a mask of one, not a position): nothing tied, so all frozen
     if Ellipsis in index:
         at = index.index(Ellipsis)
         fill = rank - sum(1 for i in index if i is not None and i is not Ellipsis)
@@ -160,9 +175,21 @@ def getitem(view: NodeView):
     if not isinstance(source, torch.fx.Node) or not tensor_shapes(view.node):
         return
     shapes = tensor_shapes(source)
+    position = tuple_position(view.node)
     if () in shapes:
         yield from _index_ties(view, view.key_of(source), index)
-    elif isinstance(index, int) and (index,) in shapes:
+    elif position is not None and (position,) in shapes:
         element = view.out()
         for d in range(len(view.shape(element))):
-            yield Tie(DimRef(f"{source.name}#{index}", d), DimRef(element, d))
+            yield Tie(DimRef(output_key(source, (position,)), d), DimRef(element, d))
+
+
+def tuple_position(node: torch.fx.Node) -> int | None:
+    """For ``getitem(t, i)`` on a tuple-valued node: the element it picks (``i`` made non-negative)."""
+    source, index = node.args[0], node.args[1]
+    meta = source.meta.get("tensor_meta") if isinstance(source, torch.fx.Node) else None
+    if not isinstance(meta, (tuple, list)) or isinstance(meta, TensorMetadata):  # a tensor, not a tuple of them
+        return None
+    if not isinstance(index, int) or isinstance(index, bool):
+        return None
+    return index % len(meta) if -len(meta) <= index < len(meta) else None

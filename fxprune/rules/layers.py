@@ -122,11 +122,13 @@ def conv_transpose_module(view: NodeView):
     if conv.groups != 1:
         return
     x, y, weight = view.tensor_args()[0], view.out(), view.param("weight")
-    yield Tie(DimRef(x, 1), DimRef(weight, 0))
-    yield Tie(DimRef(y, 1), DimRef(weight, 1))
-    yield Tie(DimRef(x, 0), DimRef(y, 0))
+    channel = len(view.shape(x)) - (conv.weight.dim() - 2) - 1  # 0 for an unbatched input
+    yield Tie(DimRef(x, channel), DimRef(weight, 0))
+    yield Tie(DimRef(y, channel), DimRef(weight, 1))
+    if channel == 1:
+        yield Tie(DimRef(x, 0), DimRef(y, 0))
     if conv.bias is not None:
-        yield Tie(DimRef(view.param("bias"), 0), DimRef(y, 1))
+        yield Tie(DimRef(view.param("bias"), 0), DimRef(y, channel))
 
 
 def linear_ties(view: NodeView, x: str, y: str, weight: str, bias: str | None):
@@ -184,10 +186,17 @@ def norm_ties(view: NodeView, x: str, y: str, params: list[str | None], channel:
             yield Tie(DimRef(key, 0), DimRef(y, channel))
 
 
+def _norm_channel(view: NodeView) -> int:
+    """Dim 1, or 0 for an unbatched input to an InstanceNorm (``(C, L)`` to ``InstanceNorm1d``)."""
+    norm, x = view.module, view.tensor_args()[0]
+    instance = isinstance(norm, nn.modules.instancenorm._InstanceNorm)
+    return 0 if instance and len(view.shape(x)) == norm._get_no_batch_dim() else 1
+
+
 def _shrink_batch_norm(view: NodeView, ctx):
     norm = view.module
     x = view.tensor_args()[0]
-    norm.num_features = ctx.new_size(DimRef(x, 1))
+    norm.num_features = ctx.new_size(DimRef(x, _norm_channel(view)))
 
 
 @register(*BATCH_NORMS, shrink=_shrink_batch_norm, latency="fusable", same_shape=_check_batch_norm)
@@ -196,7 +205,7 @@ def _shrink_batch_norm(view: NodeView, ctx):
 def batch_norm_module(view: NodeView):
     names = ("weight", "bias", "running_mean", "running_var")
     params = [view.param(n) for n in names if getattr(view.module, n, None) is not None]
-    return norm_ties(view, view.tensor_args()[0], view.out(), params, channel=1)
+    return norm_ties(view, view.tensor_args()[0], view.out(), params, channel=_norm_channel(view))
 
 
 @register(F.batch_norm, latency="fusable")
@@ -262,3 +271,53 @@ def layer_norm_function(view: NodeView):
         return []
     weight, bias = view.key_of(view.arg(2, "weight")), view.key_of(view.arg(3, "bias"))
     return layer_norm_ties(view, x, view.out(), weight, bias, len(shape))
+
+
+def group_norm_ties(view: NodeView, x: str, y: str, weight: str | None, bias: str | None, groups: int):
+    """GroupNorm: channels split into ``groups`` equal runs, each normalised over itself.
+
+    A channel may go only with the channels at the same index in every other group, so that the
+    groups stay equal (as in a grouped convolution): channel ``g·n + i`` is tied to channel ``i``.
+    The statistics of each group then lose those channels, so the pruned model is close to, not
+    equal to, the masked one (``normalizes``).
+    """
+    channels = view.shape(x)[1]
+    if groups < 1 or channels % groups:
+        return
+    yield from same_dims(x, y, view)
+    per_group = channels // groups
+    yield Tie(DimRef(y, 1), DimRef(y, 1), np.arange(channels), np.arange(channels) % per_group)
+    for key in (weight, bias):
+        if key is not None:
+            yield Tie(DimRef(key, 0), DimRef(y, 1))
+
+
+def _channel_dim(view: NodeView) -> list[int]:
+    return [1]
+
+
+def _shrink_group_norm(view: NodeView, ctx):
+    view.module.num_channels = ctx.new_size(DimRef(view.tensor_args()[0], 1))
+
+
+def _check_group_norm(module: nn.GroupNorm, x: torch.Tensor) -> None:
+    if x.dim() < 2 or x.shape[1] != module.num_channels:
+        raise RuntimeError(f"GroupNorm expects {module.num_channels} channels, input has shape {tuple(x.shape)}")
+    _check_parameter_shapes(module, ("weight", "bias"), (x.shape[1],))
+
+
+@register(nn.GroupNorm, shrink=_shrink_group_norm, normalizes=_channel_dim, same_shape=_check_group_norm)
+def group_norm_module(view: NodeView):
+    norm = view.module
+    weight = view.param("weight") if norm.weight is not None else None
+    bias = view.param("bias") if norm.bias is not None else None
+    return group_norm_ties(view, view.tensor_args()[0], view.out(), weight, bias, norm.num_groups)
+
+
+@register(F.group_norm, normalizes=_channel_dim)
+def group_norm_function(view: NodeView):
+    x, groups = view.key_of(view.arg(0, "input")), view.arg(1, "num_groups")
+    if x is None or not isinstance(groups, int):
+        return []
+    weight, bias = view.key_of(view.arg(2, "weight")), view.key_of(view.arg(3, "bias"))
+    return group_norm_ties(view, x, view.out(), weight, bias, groups)

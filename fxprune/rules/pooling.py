@@ -28,12 +28,15 @@ _SPATIAL.update({t: k for k, targets in POOL_FUNCTIONS.items() for t in targets}
 
 
 def leading_dims(view: NodeView, x: str, spatial: int):
-    """Tie the dims in front of the last ``spatial`` dims (batch, channels) slot for slot."""
-    out = view.out()
+    """Tie the dims in front of the last ``spatial`` dims (batch, channels) slot for slot, in the
+    output or, for a pool that also returns its indices, in both of its outputs."""
+    outputs = [view.out()] if view.out() in view.table.shapes else [
+        view.out((i,)) for i in range(2) if view.out((i,)) in view.table.shapes]
     rank = len(view.shape(x))
-    for d in range(rank - spatial):
-        if view.shape(x)[d] == view.shape(out)[d]:
-            yield Tie(DimRef(x, d), DimRef(out, d))
+    for out in outputs:
+        for d in range(rank - spatial):
+            if len(view.shape(out)) == rank and view.shape(x)[d] == view.shape(out)[d]:
+                yield Tie(DimRef(x, d), DimRef(out, d))
 
 
 def _pool_key(view: NodeView):
@@ -66,7 +69,7 @@ def pad(view: NodeView):
 
 def _reduced_dims(view: NodeView, rank: int) -> set[int] | None:
     dims = view.arg(1, "dim")
-    if dims is None:
+    if dims is None or (isinstance(dims, (list, tuple)) and not dims):  # no dims, or an empty list: all of them
         return set(range(rank))
     dims = dims if isinstance(dims, (list, tuple)) else [dims]
     if not all(isinstance(d, int) for d in dims):

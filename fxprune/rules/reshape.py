@@ -125,11 +125,14 @@ def _permutation(view: NodeView) -> list[int] | None:
     rank = len(view.shape(view.out()))
     target = view.node.target
     if target in ("permute", torch.permute):
-        order = view.node.args[1:] if target == "permute" else view.arg(1, "dims")
-        if len(order) == 1 and isinstance(order[0], (list, tuple)):
+        order = (view.node.args[1:] if target == "permute" else view.arg(1, "dims")) or view.node.kwargs.get("dims")
+        if order and len(order) == 1 and isinstance(order[0], (list, tuple)):
             order = order[0]
+        if not order or not all(isinstance(d, int) for d in order):
+            return None
         return [d % rank for d in order]
-    a, b = view.arg(1, "dim0"), view.arg(2, "dim1")
+    kwargs = view.node.kwargs
+    a, b = view.arg(1, "dim0", kwargs.get("axis0")), view.arg(2, "dim1", kwargs.get("axis1"))
     if not isinstance(a, int) or not isinstance(b, int):
         return None
     order = list(range(rank))
@@ -137,7 +140,8 @@ def _permutation(view: NodeView) -> list[int] | None:
     return order
 
 
-@register("permute", torch.permute, "transpose", torch.transpose, torch.swapaxes, "swapaxes", torch.swapdims)
+@register("permute", torch.permute, "transpose", torch.transpose, torch.swapaxes, "swapaxes", torch.swapdims,
+          "swapdims")
 def permute(view: NodeView):
     """Output dim k is input dim ``order[k]``."""
     x = view.key_of(view.arg(0))

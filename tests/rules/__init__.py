@@ -1,0 +1,1 @@
+"""Rule-level tests: one file per rule module of fxprune/rules."""
