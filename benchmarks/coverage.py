@@ -16,7 +16,6 @@ the model. Each model runs in its own process, so peaks do not leak from one mod
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import statistics
 import subprocess
@@ -24,7 +23,8 @@ import sys
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results"
+from harness import markdown_table, write_csv, write_result
+
 FIELDS = ["model", "family", "status", "params_before", "params_after", "params_x", "macs_before", "macs_after",
           "macs_x", "oracle", "oracle_rel_diff", "trace_s", "analyze_rewrite_s", "criterion_s", "peak_mb", "nodes",
           "groups", "frozen_groups", "error"]
@@ -148,18 +148,12 @@ def write_export_table(rows: list[dict], ratio: float) -> str:
     summary = (f"ratio {ratio}: {len(done)} of {len(rows)} pruned models export to ONNX and match PyTorch within "
                f"1e-4 of the output scale" + (f" (largest {max(float(r['export_rel_diff']) for r in done):.1e})"
                                               if done else "") + f"; not: {', '.join(others) or 'none'}.")
-    lines = ["| " + " | ".join(EXPORT_FIELDS) + " |", "|" + "---|" * len(EXPORT_FIELDS)]
-    lines += ["| " + " | ".join(str(r.get(k, "")) for k in EXPORT_FIELDS) + " |" for r in rows]
-    (RESULTS / "coverage_export.md").write_text(summary + "\n\n" + "\n".join(lines) + "\n")
+    write_result("coverage_export.md", summary + "\n\n" + markdown_table(EXPORT_FIELDS, rows) + "\n")
     return summary
 
 
 def write_tables(rows: list[dict], ratio: float) -> str:
-    RESULTS.mkdir(exist_ok=True)
-    with open(RESULTS / "coverage.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv("coverage.csv", FIELDS, rows)
     ok = [r for r in rows if r.get("status") == "ok"]
     summary = [f"ratio {ratio}: {len(ok)} of {len(rows)} models compressed and passed the oracle "
                f"({sum(r['oracle'] == 'exact' for r in ok)} exactly, {sum(r['oracle'] == 'shape' for r in ok)} "
@@ -171,10 +165,7 @@ def write_tables(rows: list[dict], ratio: float) -> str:
                        f"{max(r['peak_mb'] for r in ok):.0f} MB.")
     shown = ["model", "status", "params_x", "macs_x", "oracle", "oracle_rel_diff", "trace_s", "analyze_rewrite_s",
              "peak_mb", "groups", "error"]
-    lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
-    lines += ["| " + " | ".join(str(r.get(k, "")) for k in shown) + " |" for r in rows]
-    text = "\n\n".join([" ".join(summary), "\n".join(lines)]) + "\n"
-    (RESULTS / "coverage.md").write_text(text)
+    write_result("coverage.md", "\n\n".join([" ".join(summary), markdown_table(shown, rows)]) + "\n")
     return " ".join(summary)
 
 

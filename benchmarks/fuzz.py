@@ -13,19 +13,16 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import torch
+from harness import use_test_support, write_result
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
+use_test_support()
 from fuzz_models import REFUSALS, architectures, check  # noqa: E402
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def run(examples: int, random_seed: int, export: bool, max_blocks: int) -> dict:
@@ -61,9 +58,8 @@ def main() -> None:
     torch.set_num_threads(1)  # tiny tensors: one thread is several times faster than two competing
     torch.set_flush_denormal(True)
     report = run(args.examples, args.seed, args.export, args.max_blocks)
-    RESULTS.mkdir(exist_ok=True)
     name = f"fuzz_seed{args.seed}{'_export' if args.export else ''}.json"
-    (RESULTS / name).write_text(json.dumps(report, indent=1, default=str))
+    write_result(name, json.dumps(report, indent=1, default=str))
     print(json.dumps({k: v for k, v in report.items() if k not in ("failures", "refusals")}))
     for entry in report["failures"][:20] + report["refusals"][:10]:
         print(entry)

@@ -31,6 +31,7 @@ import latency_report
 import torch
 import torch_pruning_peer
 import torchvision
+from harness import RESULTS, markdown_table, write_csv, write_result
 from tqdm import tqdm
 
 import fxprune
@@ -41,7 +42,6 @@ MODELS = ["resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_large", "efficie
           "densenet121", "regnet_y_800mf", "convnext_tiny", "shufflenet_v2_x1_0", "vit_b_16"]
 QUICK_MODELS = ["resnet18", "mobilenet_v2"]
 NARROW = 0.25  # a plan's groups that keep at most this fraction are counted as pruned hard
-RESULTS = Path(__file__).parent / "results"
 
 
 @dataclass
@@ -176,14 +176,14 @@ def profile(name, variants, paths, args) -> list[str]:
 def _profile_table(name, pruned, original, before, paths, example, args) -> list[str]:
     after = fxprune.deploy.export.profile_ops(paths[pruned.key], example, args.threads)
     macs_factor = original.macs / pruned.macs
-    lines = [f"### {name}, {pruned.method}, ratio 0.5, batch {max(args.batches)} (MACs factor {macs_factor:.2f}; "
-             f"total {sum(before.values()):.1f} → {sum(after.values()):.1f} ms)", "",
-             "| op kind | original ms | pruned ms | speedup | share of pruned time |", "|---|---|---|---|---|"]
+    cells = []
     for kind in sorted(before, key=lambda k: -before[k]):
         b, a = before[kind], after.get(kind, 0.0)
-        lines.append(f"| {kind} | {b:.2f} | {a:.2f} | {b / a if a else float('inf'):.2f}× | "
-                     f"{a / max(sum(after.values()), 1e-9):.0%} |")
-    return lines + [""]
+        cells.append([kind, f"{b:.2f}", f"{a:.2f}", f"{b / a if a else float('inf'):.2f}×",
+                      f"{a / max(sum(after.values()), 1e-9):.0%}"])
+    columns = ["op kind", "original ms", "pruned ms", "speedup", "share of pruned time"]
+    return [f"### {name}, {pruned.method}, ratio 0.5, batch {max(args.batches)} (MACs factor {macs_factor:.2f}; "
+            f"total {sum(before.values()):.1f} → {sum(after.values()):.1f} ms)", "", markdown_table(columns, cells), ""]
 
 
 def settings(args, skipped) -> list[str]:
@@ -226,13 +226,12 @@ def main(argv=None) -> None:
 
 
 def write_results(args, rows, header, notes, profiles, quiet=False) -> None:
-    args.out.mkdir(parents=True, exist_ok=True)
-    latency_report.write_csv(rows, args.out / "latency.csv")
+    write_csv("latency.csv", latency_report.FIELDS, rows, args.out)
     latency_report.write_markdown(rows, header, args.batches, args.out / "latency.md")
     latency_report.write_plot(rows, args.out / "latency.png")
-    (args.out / "exports.md").write_text("# ONNX export parity\n\n" + "\n".join(f"* {n}" for n in notes) + "\n")
+    write_result("exports.md", "# ONNX export parity\n\n" + "\n".join(f"* {n}" for n in notes) + "\n", args.out)
     if profiles:
-        (args.out / "profile.md").write_text("# ONNX Runtime time per op kind\n\n" + "\n".join(profiles))
+        write_result("profile.md", "# ONNX Runtime time per op kind\n\n" + "\n".join(profiles), args.out)
     if not quiet:
         print((args.out / "latency.md").read_text())
 

@@ -23,22 +23,21 @@ from __future__ import annotations
 import argparse
 import os
 
-from fxprune.graph.tensors import param_name
-
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import tempfile
 from pathlib import Path
 
-import fxprune.cost
 import numpy as np
 import torch
 import torchvision
+from harness import markdown_header, markdown_row
 
 import fxprune
 from fxprune.analysis.analyze import analyze_graph
 from fxprune.choose.cost import LatencyModel
 from fxprune.choose.plan import anchor_member
 from fxprune.deploy import latency
+from fxprune.graph.tensors import param_name
 from fxprune.pipeline import traced
 
 MODELS = ["mobilenet_v2", "efficientnet_b0", "regnet_y_800mf", "convnext_tiny", "densenet121", "resnet18"]
@@ -118,8 +117,8 @@ def width_rates(kernel: int, size: int, args, folder: Path) -> list[str]:
         elements = 2 * args.batch * width * size * size  # read and written once each
         rates.append((width, macs / ms / 1e6, macs / (macs + fxprune.cost.ELEMENT_COST * elements)))
     _, top_measured, top_modelled = rates[-1]
-    return [f"| {kernel}×{kernel} | {size} | {width} | {measured:.1f} | {measured / top_measured:.2f} | "
-            f"{modelled / top_modelled:.2f} |" for width, measured, modelled in rates]
+    return [markdown_row([f"{kernel}×{kernel}", size, width, f"{measured:.1f}", f"{measured / top_measured:.2f}",
+                          f"{modelled / top_modelled:.2f}"]) for width, measured, modelled in rates]
 
 
 def fit(rows) -> tuple[float, dict[str, float]]:
@@ -159,29 +158,28 @@ def main(argv=None) -> None:
     torch.set_flush_denormal(True)
     torch.set_num_threads(args.threads)
     if args.widths:
-        print("| conv | size | width | measured GMAC/s | measured, of widest | modelled, of widest |\n"
-              "|---|---|---|---|---|---|")
+        print(markdown_header(["conv", "size", "width", "measured GMAC/s", "measured, of widest",
+                               "modelled, of widest"]))
         with tempfile.TemporaryDirectory() as folder:
             for kernel, size in ((1, 28), (3, 28), (1, 56)):
                 print("\n".join(width_rates(kernel, size, args, Path(folder))), flush=True)
         return
     if args.compare_plans:
         plans = ["uniform", *(f"k={k:g}" for k in args.compare_plans)]
-        print("| model | " + " | ".join(f"b{b} {p}" for b in (1, 32) for p in plans) + " |")
-        print("|---|" + "---|" * (2 * len(plans)))
+        print(markdown_header(["model", *(f"b{b} {p}" for b in (1, 32) for p in plans)]))
         with tempfile.TemporaryDirectory() as folder:
             for name in args.models:
-                print("| " + " | ".join(compare_plans(name, args, Path(folder))) + " |", flush=True)
+                print(markdown_row(compare_plans(name, args, Path(folder))), flush=True)
         return
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for name in args.models:
             rows += [(name, *row) for row in measure(name, args, Path(folder))]
     element_cost, scales = fit(rows)
-    print("| model | variant | MACs (G) | elements (M) | measured ms | fitted ms |\n|---|---|---|---|---|---|")
+    print(markdown_header(["model", "variant", "MACs (G)", "elements (M)", "measured ms", "fitted ms"]))
     for name, key, macs, elements, ms in rows:
         fitted = scales[name] * (macs + element_cost * elements)
-        print(f"| {name} | {key} | {macs / 1e9:.3f} | {elements / 1e6:.1f} | {ms:.1f} | {fitted:.1f} |")
+        print(markdown_row([name, key, f"{macs / 1e9:.3f}", f"{elements / 1e6:.1f}", f"{ms:.1f}", f"{fitted:.1f}"]))
     print(f"\nELEMENT_COST fitted: {element_cost:.1f} MACs per element read or written "
           f"(ORT CPU, {args.threads} thread(s), batch {args.batch})")
 

@@ -9,20 +9,14 @@ the two side by side, with how many groups each plan prunes hard (keeps at most 
 
 from __future__ import annotations
 
-import csv
 import statistics
 from pathlib import Path
+
+from harness import markdown_table
 
 FIELDS = ["model", "method", "ratio", "macs", "macs_factor", "params", "runtime", "batch", "latency_ms",
           "speedup", "efficiency", "runs", "floor_groups", "same_widths"]
 FLOOR_RUNTIME, FLOOR_RATIO = "ort-cpu", 0.5
-
-
-def write_csv(rows: list[dict], path: Path) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def _find(rows, **where):
@@ -35,9 +29,9 @@ def _cell(rows, **where) -> str:
 
 
 def _runtime_table(rows, runtime, batches) -> list[str]:
-    head = "| model | ratio | MACs factor | " + " | ".join(
-        f"b{b} original ms | b{b} pruned ms | b{b} speedup (÷MACs)" for b in batches) + " |"
-    lines = [f"### {runtime}", "", head, "|" + "---|" * (3 + 3 * len(batches))]
+    columns = ["model", "ratio", "MACs factor", *(column for b in batches for column in (
+        f"b{b} original ms", f"b{b} pruned ms", f"b{b} speedup (÷MACs)"))]
+    table = []
     for row in _find(rows, method="fxprune", runtime=runtime, batch=batches[0]):
         cells = [row["model"], f"{row['ratio']:.2f}", f"{row['macs_factor']:.2f}"]
         for batch in batches:
@@ -48,8 +42,8 @@ def _runtime_table(rows, runtime, batches) -> list[str]:
                       f"{pruned[0]['latency_ms']:.1f}" if pruned else "—",
                       _cell(rows, method="fxprune", runtime=runtime, batch=batch, model=row["model"],
                             ratio=row["ratio"])]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines + [""]
+        table.append(cells)
+    return [f"### {runtime}", "", markdown_table(columns, table), ""]
 
 
 PLANS = {"fxprune": "uniform plan", "fxprune-latency": "latency-aware plan"}
@@ -75,18 +69,18 @@ def floor_summary(rows, batches) -> list[str]:
     return lines + [""]
 
 
-def _side_by_side(rows, batches, other: str, leading, ours=("fxprune",)) -> list[str]:
+def _side_by_side(rows, batches, other: str, leading, ours=("fxprune",)) -> list[list[str]]:
     """Table rows for each model and ratio that ``other`` ran: the cells ``leading(its row, fxprune's
     uniform row or None)``, then for each batch the cells of the methods ``ours`` beside ``other``'s."""
-    lines = []
+    table = []
     for row in _find(rows, method=other, runtime=FLOOR_RUNTIME, batch=batches[0]):
         where = dict(runtime=FLOOR_RUNTIME, model=row["model"], ratio=row["ratio"])
         uniform = _find(rows, method="fxprune", batch=batches[0], **where)
         cells = [row["model"], f"{row['ratio']:.2f}", *leading(row, uniform[0] if uniform else None)]
         for batch in batches:
             cells += [_cell(rows, method=method, batch=batch, **where) for method in (*ours, other)]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
+        table.append(cells)
+    return table
 
 
 def peer_table(rows, batches) -> list[str]:
@@ -94,12 +88,12 @@ def peer_table(rows, batches) -> list[str]:
     if not _find(rows, method="torch-pruning", runtime=FLOOR_RUNTIME):
         return []
     ours = [m for m in PLANS if _find(rows, method=m, runtime=FLOOR_RUNTIME)]
-    head = "| model | ratio | MACs factor fxprune / TP | TP widths = fxprune's | " + " | ".join(
-        " | ".join(f"b{b} {COLUMN_NAMES[m]}" for m in ours) + f" | b{b} TP" for b in batches) + " |"
-    lines = [f"### fxprune vs Torch-Pruning 1.6.1 at the same MACs ({FLOOR_RUNTIME})", "", head,
-             "|" + "---|" * (4 + (len(ours) + 1) * len(batches))]
-    lines += _side_by_side(rows, batches, "torch-pruning", lambda peer, uniform: [
+    columns = ["model", "ratio", "MACs factor fxprune / TP", "TP widths = fxprune's",
+               *(column for b in batches for column in (*(f"b{b} {COLUMN_NAMES[m]}" for m in ours), f"b{b} TP"))]
+    table = _side_by_side(rows, batches, "torch-pruning", lambda peer, uniform: [
         f"{uniform['macs_factor']:.2f} / {peer['macs_factor']:.2f}" if uniform else "—", peer["same_widths"]], ours)
+    lines = [f"### fxprune vs Torch-Pruning 1.6.1 at the same MACs ({FLOOR_RUNTIME})", "",
+             markdown_table(columns, table)]
     return lines + [line for method in ours for batch in batches for line in _peer_summary(rows, method, batch)] + [""]
 
 
@@ -124,15 +118,13 @@ def allocation_table(rows, batches) -> list[str]:
     aware = _find(rows, method="fxprune-latency", runtime=FLOOR_RUNTIME)
     if not aware:
         return []
-    head = ("| model | ratio | MACs factor uniform / latency | groups keeping ≤25% uniform / latency "
-            "| same widths | ") + " | ".join(
-        f"b{b} uniform | b{b} latency-aware" for b in batches) + " |"
-    lines = [f"### Uniform vs latency-aware allocation at the same MACs ({FLOOR_RUNTIME})", "",
-             "Cells: speedup over the original (speedup ÷ MACs factor).", "", head,
-             "|" + "---|" * (5 + 2 * len(batches))]
-    lines += _side_by_side(rows, batches, "fxprune-latency", lambda aware, uniform: [
+    columns = ["model", "ratio", "MACs factor uniform / latency", "groups keeping ≤25% uniform / latency",
+               "same widths", *(column for b in batches for column in (f"b{b} uniform", f"b{b} latency-aware"))]
+    table = _side_by_side(rows, batches, "fxprune-latency", lambda aware, uniform: [
         f"{uniform['macs_factor']:.2f} / {aware['macs_factor']:.2f}" if uniform else "—",
         f"{uniform['floor_groups']} / {aware['floor_groups']}" if uniform else "—", aware["same_widths"]])
+    lines = [f"### Uniform vs latency-aware allocation at the same MACs ({FLOOR_RUNTIME})", "",
+             "Cells: speedup over the original (speedup ÷ MACs factor).", "", markdown_table(columns, table)]
     for batch in batches:
         pairs = [(u, a) for a in _find(aware, batch=batch)
                  for u in _find(rows, method="fxprune", runtime=FLOOR_RUNTIME, batch=batch, model=a["model"],

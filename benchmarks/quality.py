@@ -29,7 +29,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import quality_peers  # noqa: E402
+import torch_pruning_peer  # noqa: E402
+from harness import RESULTS, markdown_header, markdown_row, write_result  # noqa: E402
 from quality_data import cifar10, generate  # noqa: E402
 from quality_models import MODELS  # noqa: E402
 from quality_report import label, write_report  # noqa: E402
@@ -44,9 +45,9 @@ from fxprune.graph.measure import count_macs  # noqa: E402
 from fxprune.pipeline import evaluating, traced  # noqa: E402
 from fxprune.recover.batchnorm import recalibrate_bn  # noqa: E402
 
-RESULTS = Path(__file__).parent / "results"
 CRITERIA = ("l1", "l2", "bn_scale", "taylor", "random", "reconstruction")
 ABLATIONS = ("mlacp-r", "mlacp-rg", "mlacp-rc", "mlacp")
+PEERS = {"tp_magnitude": "l2", "tp_taylor": "taylor"}  # Torch-Pruning's methods: its importance, by name
 
 
 def uniform_ratio(model, example, target: float) -> float:
@@ -102,8 +103,10 @@ def run_fxprune(name, model, calibration, ratio, test, args, allocation="score")
 
 
 def run_peer(name, model, calibration, ratio, test, args) -> dict:
+    """Torch-Pruning: one ratio per layer, each convolution keeping fxprune's count, the classifier kept."""
     example = calibration[0][0][:1]
-    small, seconds = timed(quality_peers.prune, model, example, ratio, name, calibration)
+    small, seconds = timed(torch_pruning_peer.prune, model, example, ratio, importance=PEERS[name], round_to=None,
+                           keep=("fc",), fxprune_counts=True, calibration=calibration)
     recalibrate_bn(small, as_batches(calibration))
     return {"raw": accuracy(small, *test), "seconds": seconds, "model": small, "refit": None, "refit_seconds": None}
 
@@ -129,7 +132,7 @@ def evaluate_model(model_name, data, args, rows: list) -> None:
     base_accuracy = accuracy(baseline, xt, yt)
     print(f"{model_name}: baseline {base_accuracy:.4f} (trained {train_seconds:.0f}s)", flush=True)
     example = x[:1]
-    methods = [m for m in args.methods if m not in quality_peers.PEERS or quality_peers.available()]
+    methods = [m for m in args.methods if m not in PEERS or torch_pruning_peer.available()[0]]
     for target in args.targets:
         ratio = uniform_ratio(baseline, example, target)
         for seed in range(args.seeds):
@@ -138,10 +141,10 @@ def evaluate_model(model_name, data, args, rows: list) -> None:
             for name, allocation in itertools.product(methods, args.allocations):
                 if name in ABLATIONS[:-1] and target not in args.ablation_targets:
                     continue
-                if name in quality_peers.PEERS and allocation != "score":
+                if name in PEERS and allocation != "score":
                     continue
                 torch.manual_seed(seed)
-                if name in quality_peers.PEERS:
+                if name in PEERS:
                     row = run_peer(name, baseline, calibration, ratio, (xt, yt), args)
                 else:
                     row = run_fxprune(name, baseline, calibration, ratio, (xt, yt), args, allocation)
@@ -160,21 +163,21 @@ TIMING_RUNS = [(20, 512), (32, 512), (56, 128), (56, 256), (56, 512)]  # depth a
 
 def timing(args) -> None:
     """MLACP seconds on CIFAR-style ResNets (width 16) of growing depth and calibration size (untrained weights)."""
-    lines = ["| model | calibration images | groups | MLACP seconds (whole compress call) | seconds per group |",
-             "| --- | --- | --- | --- | --- |"]
+    columns = ["model", "calibration images", "groups", "MLACP seconds (whole compress call)", "seconds per group"]
+    lines = [markdown_header(columns)]
     for depth, images in TIMING_RUNS[: args.timing_runs]:
         model = MODELS[f"resnet{depth}"]().eval()
         data = [generate(64, 7 + i)[0] for i in range(images // 64)]
         method = fxprune.MLACP(progress=False, steps=args.steps, lr=args.lr)
         small, seconds = timed(fxprune.compress, model, data, 0.5, method=method, round_to=1, max_batches=None)
         groups = len(small.fxprune_log)
-        lines.append(f"| ResNet-{depth} | {images} | {groups} | {seconds:.0f} | {seconds / groups:.1f} |")
+        lines.append(markdown_row([f"ResNet-{depth}", images, groups, f"{seconds:.0f}", f"{seconds / groups:.1f}"]))
         print(lines[-1], flush=True)
     command = f"python benchmarks/quality.py --timing --timing-runs {args.timing_runs} --threads {args.threads}"
     header = ["# MLACP time vs depth and calibration size", "", f"    {command}", "",
               f"Ratio 0.5, {args.steps} SGD steps per group, batches of 64 images (labels: the baseline's "
               f"predictions), {args.threads} thread(s), CPU; untrained weights (time does not depend on them).", ""]
-    (RESULTS / "mlacp_time.md").write_text("\n".join(header + lines) + "\n")
+    write_result("mlacp_time.md", "\n".join(header + lines) + "\n")
 
 
 def main(argv=None) -> None:
@@ -182,7 +185,7 @@ def main(argv=None) -> None:
     parser.add_argument("--data", choices=["synthetic", "cifar10"], default="synthetic")
     parser.add_argument("--root", help="folder holding CIFAR-10 (torchvision layout)")
     parser.add_argument("--models", nargs="+", default=["resnet20-w8"], choices=sorted(MODELS))
-    parser.add_argument("--methods", nargs="+", default=[*CRITERIA, *ABLATIONS, *quality_peers.PEERS])
+    parser.add_argument("--methods", nargs="+", default=[*CRITERIA, *ABLATIONS, *PEERS])
     parser.add_argument("--targets", nargs="+", type=float, default=[0.5, 0.33])
     parser.add_argument("--allocations", nargs="+", choices=["score", "latency"], default=["score"],
                         help="how fxprune shares the MACs between groups (compress's allocation)")
@@ -206,7 +209,6 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
-    RESULTS.mkdir(exist_ok=True)
     if args.timing:
         return timing(args)
     if args.data == "cifar10" and not args.root:
@@ -215,7 +217,7 @@ def main(argv=None) -> None:
     rows: list = []
     for model_name in args.models:
         evaluate_model(model_name, data, args, rows)
-    write_report(rows, args, RESULTS / f"{args.output}.md", RESULTS / f"{args.output}.png")
+    write_report(rows, args, args.output)
     print(f"wrote {RESULTS / args.output}.md and .png; mean accuracy {np.mean([r['raw'] for r in rows]):.3f}")
 
 

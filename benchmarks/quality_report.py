@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
+from harness import RESULTS, markdown_table, write_result
 
 
 def _stat(values) -> str:
@@ -43,9 +45,9 @@ def allocation_table(rows: list[dict]) -> list[str]:
     pairs = {key: runs for key, runs in grouped.items() if {"score", "latency"} <= set(runs)}
     if not pairs:
         return []
-    lines = ["", "## Score (uniform) vs latency-aware allocation at the same MACs", "",
-             "| model | MACs kept (score / latency) | method | accuracy | score (%) | latency (%) | latency − score |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    columns = ["model", "MACs kept (score / latency)", "method", "accuracy", "score (%)", "latency (%)",
+               "latency − score"]
+    cells = []
     stages = {"raw": "no fine-tune", "refit": "+ LS refit", "finetuned": "+ fine-tune"}
     for (model, _, method), runs in pairs.items():
         score, latency = runs["score"], runs["latency"]
@@ -53,25 +55,27 @@ def allocation_table(rows: list[dict]) -> list[str]:
         for key, stage in stages.items():
             if score[0][key] is None or (key == "refit" and all(r["refit"] == r["raw"] for r in score)):
                 continue
-            lines.append(f"| {model} (base {100 * score[0]['baseline']:.1f}) | {macs} | {method} | {stage} | "
-                         f"{_stat([r[key] for r in score])} | {_stat([r[key] for r in latency])} | "
-                         f"{_paired_difference(score, latency, key)} |")
-    return lines
+            cells.append([f"{model} (base {100 * score[0]['baseline']:.1f})", macs, method, stage,
+                          _stat([r[key] for r in score]), _stat([r[key] for r in latency]),
+                          _paired_difference(score, latency, key)])
+    return ["", "## Score (uniform) vs latency-aware allocation at the same MACs", "", markdown_table(columns, cells)]
+
+
+COLUMNS = ["model", "MACs kept", "method", "no fine-tune (%)", "+ LS refit (%)", "+ fine-tune (%)", "prune s",
+           "refit s", "fine-tune s"]
 
 
 def table(rows: list[dict]) -> list[str]:
-    lines = ["| model | MACs kept | method | no fine-tune (%) | + LS refit (%) | + fine-tune (%) | prune s | "
-             "refit s | fine-tune s |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    cells = []
     for (model, _, method), group in summarise(rows).items():
         def mean(key, group=group):
             return np.mean([r[key] for r in group if r.get(key) is not None] or [np.nan])
 
-        lines.append(
-            f"| {model} (base {100 * group[0]['baseline']:.1f}) | {mean('macs'):.3f} | {method} | "
-            f"{_stat([r['raw'] for r in group])} | {_stat([r['refit'] for r in group])} | "
-            f"{_stat([r['finetuned'] for r in group])} | {mean('seconds'):.1f} | {mean('refit_seconds'):.1f} | "
-            f"{mean('finetune_seconds'):.1f} |")
-    return lines
+        cells.append([f"{model} (base {100 * group[0]['baseline']:.1f})", f"{mean('macs'):.3f}", method,
+                      _stat([r["raw"] for r in group]), _stat([r["refit"] for r in group]),
+                      _stat([r["finetuned"] for r in group]), f"{mean('seconds'):.1f}",
+                      f"{mean('refit_seconds'):.1f}", f"{mean('finetune_seconds'):.1f}"])
+    return [markdown_table(COLUMNS, cells)]
 
 
 def plot(rows: list[dict], path) -> None:
@@ -102,7 +106,8 @@ def plot(rows: list[dict], path) -> None:
     figure.savefig(path, dpi=110)
 
 
-def write_report(rows: list[dict], args, markdown_path, png_path) -> None:
+def write_report(rows: list[dict], args, name: str) -> None:
+    """``results/{name}.md`` (the command, the table, the allocation table) and ``results/{name}.png``."""
     command = "python benchmarks/quality.py " + " ".join(
         f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
         for k, v in sorted(vars(args).items()) if v not in (None, False) and k not in ("timing", "timing_runs"))
@@ -110,6 +115,6 @@ def write_report(rows: list[dict], args, markdown_path, png_path) -> None:
               f"{args.seeds} seeds (calibration draws) of {args.calibration} images; BatchNorm recalibrated for "
               f"every method; fine-tuning: {args.finetune_steps} steps of distillation from the baseline on the "
               "calibration images. Accuracy: mean ± standard deviation over seeds.", ""]
-    markdown_path.write_text("\n".join(header + table(rows) + allocation_table(rows))
-                             + f"\n\n![accuracy vs MACs]({png_path.name})\n")
-    plot(rows, png_path)
+    write_result(f"{name}.md", "\n".join(header + table(rows) + allocation_table(rows))
+                 + f"\n\n![accuracy vs MACs]({Path(name).name}.png)\n")
+    plot(rows, RESULTS / f"{name}.png")

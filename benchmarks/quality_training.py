@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from harness import RESULTS
 
-CACHE = Path(__file__).parent / "results" / "cache"
+CACHE = RESULTS / "cache"
 
 
 def batches_of(x: torch.Tensor, y: torch.Tensor, size: int, generator=None):

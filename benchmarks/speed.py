@@ -19,18 +19,16 @@ import csv
 import math
 import statistics
 import time
-from pathlib import Path
 
 import torch
 import torchvision
+from harness import RESULTS, markdown_header, markdown_row
 
 from fxprune.analysis.analyze import analyze_graph
 from fxprune.choose.criteria import get_criterion
 from fxprune.choose.plan import kept_count, plan_from_scores
 from fxprune.pipeline import evaluating, traced
 from fxprune.rewrite.apply import rewrite
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def _model_and_inputs(name: str) -> tuple[torch.nn.Module, tuple]:
@@ -72,7 +70,7 @@ def time_peer(name: str, repeats: int) -> float:
         fresh = copy.deepcopy(model)
         ignored = [m for original, m in zip(model.modules(), fresh.modules()) if id(original) in keep]
         start = time.perf_counter()
-        torch_pruning_peer.magnitude_pruner(fresh, example, 0.5, ignored, round_to=None).step()
+        torch_pruning_peer.pruner(fresh, example, 0.5, ignored, round_to=None).step()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -101,16 +99,15 @@ def main() -> None:
     print(f"threads: {torch.get_num_threads()}")
     columns = ["model", "nodes", "slots", "trace+shapes s", "analyze s", "rewrite s", "total s"]
     columns += ["Torch-Pruning s", "its time ÷ ours"] if args.peer else []
-    print("| " + " | ".join(columns) + " |")
-    print("|" + "---|" * len(columns))
+    print(markdown_header(columns))
     for name in args.models:
         r = time_stages(name, args.repeats)
-        peer = ""
+        seconds = [f"{r[stage]:.3f}" for stage in ("trace_and_shapes", "analyze", "rewrite", "total")]
+        cells = [r["model"], r["nodes"], r["slots"], *seconds]
         if args.peer:
             peer_seconds = time_peer(name, args.repeats)
-            peer = f" {peer_seconds:.3f} | {peer_seconds / r['total']:.1f}x |"
-        print(f"| {r['model']} | {r['nodes']} | {r['slots']} | {r['trace_and_shapes']:.3f} | {r['analyze']:.3f} "
-              f"| {r['rewrite']:.3f} | {r['total']:.3f} |{peer}", flush=True)
+            cells += [f"{peer_seconds:.3f}", f"{peer_seconds / r['total']:.1f}x"]
+        print(markdown_row(cells), flush=True)
 
 
 if __name__ == "__main__":

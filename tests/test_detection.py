@@ -5,21 +5,16 @@ import torch
 import torch.nn as nn
 import torchvision
 from helpers import compress_checked, parameter_count, randomize
+from zoo import detection_images, detector, detector_size
 
 import fxprune
 
 ALL_MODELS = torchvision.models.list_models(module=torchvision.models.detection)
 
 
-def detector(name: str, size: int) -> nn.Module:
-    sizes = {} if name.startswith("ssd") else {"min_size": size, "max_size": size}
-    model = torchvision.models.get_model(name, weights=None, weights_backbone=None, num_classes=3, **sizes)
-    return randomize(model)
-
-
 def _check(name: str, size: int):
     model = detector(name, size)
-    images = [torch.rand(3, size, size - 32), torch.rand(3, size - 32, size)]
+    images = detection_images(size)
     backbone_input = model.transform(images)[0].tensors  # what the backbone receives
     compress_checked(model.backbone, (backbone_input,), ratio=0.5)  # the oracle, on the backbone alone
     before = parameter_count(model)
@@ -44,7 +39,7 @@ def test_fasterrcnn_backbone_is_compressed_in_place():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_every_detector_runs_after_backbone_compression(name):
-    _check(name, 320 if name.startswith("ssd") else 160)
+    _check(name, detector_size(name))
 
 
 class Wrapper(nn.Module):

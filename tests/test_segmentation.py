@@ -3,16 +3,12 @@
 import pytest
 import torch
 import torchvision
-from helpers import compress_checked, parameter_count, randomize
+from helpers import compress_checked, parameter_count
+from zoo import segmentation_model
 
 import fxprune
 
 ALL_MODELS = torchvision.models.list_models(module=torchvision.models.segmentation)
-
-
-def segmentation_model(name: str) -> torch.nn.Module:
-    aux = {} if name.startswith("lraspp") else {"aux_loss": True}
-    return randomize(torchvision.models.get_model(name, weights=None, weights_backbone=None, num_classes=5, **aux))
 
 
 def _check(name: str, size: int = 32):

@@ -7,21 +7,11 @@ import torch.nn as nn
 import torchvision
 from helpers import compress_checked, parameter_count, randomize
 from torchvision.models.video import mvit
+from zoo import video_input, video_model
 
 import fxprune
 
 ALL_MODELS = torchvision.models.list_models(module=torchvision.models.video)
-
-
-def video_input(name: str) -> torch.Tensor:
-    """The smallest clip each model accepts (S3D's head pools a fixed 2×7×7; MViT and Swin3D fix sizes)."""
-    if name in ("mvit_v1_b", "mvit_v2_s"):
-        return torch.randn(1, 3, 16, 224, 224)
-    if name == "s3d":
-        return torch.randn(1, 3, 16, 224, 224)
-    if name.startswith("swin3d"):
-        return torch.randn(1, 3, 4, 64, 64)
-    return torch.randn(2, 3, 4, 16, 16)
 
 
 def test_r2plus1d_compresses_exactly():
@@ -34,7 +24,7 @@ def test_r2plus1d_compresses_exactly():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_every_video_model_compresses(name):
-    model = randomize(torchvision.models.get_model(name, weights=None, num_classes=7))
+    model = video_model(name)
     x = video_input(name)
     small, analysis, plan, result = compress_checked(model, (x,), ratio=0.5)
     assert small(x).shape == model(x).shape and plan.removed_channels > 0
@@ -121,6 +111,6 @@ def test_mvit_is_exact_with_layer_norm_replaced_by_a_per_channel_map(name):
     In double precision: with no normalisation the activations of randomly initialised MViT v2
     grow to ~1e5 and float32 rounding alone moves its output by tens of percent (float64: 4e-10).
     """
-    model = randomize(torchvision.models.get_model(name, weights=None, num_classes=7, norm_layer=ChannelAffine))
+    model = video_model(name, norm_layer=ChannelAffine)
     small, analysis, plan, result = compress_checked(model.double(), (video_input(name).double(),), ratio=0.5)
     assert result.exact and parameter_count(small) < 0.5 * parameter_count(model)
