@@ -7,80 +7,87 @@
     fxprune                                                         # a demo: resnet18 on generated data
 
 ``MODEL`` is a torchvision model name (random weights unless ``--weights``) or ``module:callable``,
-a function returning an ``nn.Module``.
+a function returning an ``nn.Module``. Results go to stdout, progress (one line per stage) to
+stderr; a wrong argument is one ``fxprune: error: ...`` line and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import math
 import sys
 import tempfile
 import time
+from importlib import metadata
 from pathlib import Path
 
 import torch
-import torchvision
-from tqdm import tqdm
+import tqdm.auto
+import tqdm.std
 
-from . import analyze, compress, export_onnx, save
+from . import analyze, cli_data, compress, export_onnx, finetune, save
+from .choose.criteria import CRITERIA
+from .choose.mlacp import LAYERWISE
+from .cli_data import UsageError, load_data, load_model
 from .deploy import latency
-from .errors import FxpruneError, InputError
+from .errors import FxpruneError
+from .graph.inputs import as_batches
 from .graph.measure import count_macs, count_parameters
+from .recover.finetune import distillation_loss
 
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+__all__ = ["build_parser", "layer_widths", "load_data", "load_model", "main", "plot_widths", "width_figure"]
 
-
-def load_model(spec: str, weights: str | None = None) -> torch.nn.Module:
-    """A torchvision model by name, or the result of calling ``module:callable``."""
-    if ":" in spec:
-        module_name, _, attribute = spec.partition(":")
-        try:
-            factory = getattr(importlib.import_module(module_name), attribute)
-        except (ImportError, AttributeError) as error:
-            raise InputError(f"MODEL: cannot load {spec!r} ({error}); expected module:callable") from error
-        model = factory()
-    else:
-        try:
-            model = torchvision.models.get_model(spec, weights=weights)
-        except ValueError as error:
-            raise InputError(f"MODEL: {spec!r} is not a torchvision model name nor module:callable") from error
-    if not isinstance(model, torch.nn.Module):
-        raise InputError(f"MODEL: {spec!r} gave a {type(model).__name__}, not a torch.nn.Module")
-    return model.eval()
+METHODS = sorted([*CRITERIA, *LAYERWISE])
+FINETUNE_DEFAULTS = dict(finetune.__kwdefaults__)  # its temperature and kd_weight, for the loss the CLI prints
 
 
-def load_data(spec: str, size: int, samples: int, batch_size: int, channels: int = 3):
-    """Calibration batches: ``synthetic`` (Gaussian noise) or ``imagefolder:PATH`` (labelled images)."""
-    if spec == "synthetic":
-        generator = torch.Generator().manual_seed(0)
-        data = torch.randn(samples, channels, size, size, generator=generator)
-        return list(data.split(batch_size))
-    kind, _, path = spec.partition(":")
-    if kind != "imagefolder" or not path:
-        raise InputError(f"--data: expected 'synthetic' or 'imagefolder:PATH', got {spec!r}")
-    from torchvision import datasets, transforms
-
-    transform = transforms.Compose([transforms.Resize(size * 256 // 224), transforms.CenterCrop(size),
-                                    transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
-    dataset = datasets.ImageFolder(path, transform=transform)
-    subset = torch.utils.data.Subset(dataset, range(min(samples, len(dataset))))
-    return torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=False)
+def say(message: str) -> None:
+    """One line of progress on stderr (above any active progress bar)."""
+    tqdm.std.tqdm.write(message, file=sys.stderr)
 
 
-def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+# ---- arguments ------------------------------------------------------------------------------------------------------
+
+def _add_model_arguments(parser: argparse.ArgumentParser, several_ratios: bool = False) -> None:
     parser.add_argument("model", metavar="MODEL", help="torchvision model name, or module:callable")
-    parser.add_argument("--weights", default=None, help="torchvision weights name (default: random weights)")
-    parser.add_argument("--size", type=int, default=224, help="input height and width (default 224)")
-    parser.add_argument("--in-channels", type=int, default=3, help="input channels (default 3)")
-    parser.add_argument("--ratio", type=float, default=0.5, help="fraction of channels removed per group")
-    parser.add_argument("--method", default="l1", help="channel criterion: l1, l2, bn_scale, taylor, mlacp, ...")
-    parser.add_argument("--round-to", type=int, default=8, help="kept channel counts are multiples of this")
-    parser.add_argument("--target-macs", type=float, default=None,
-                        help="instead of --ratio: the fraction of the original MACs to keep")
+    parser.add_argument("--weights", help="torchvision weights name, e.g. DEFAULT (default: random weights)")
+    parser.add_argument("--size", type=cli_data.positive_int, default=224, help="input height and width")
+    parser.add_argument("--in-channels", type=cli_data.positive_int, default=3, help="input channels")
+    budget = parser.add_mutually_exclusive_group()
+    if several_ratios:
+        budget.add_argument("--ratios", "--ratio", dest="ratios", type=cli_data.ratio_type, nargs="+", default=[0.5],
+                            help="fractions of channels removed per group, one pruned model each")
+    else:
+        budget.add_argument("--ratio", type=cli_data.ratio_type, default=0.5,
+                            help="fraction of channels removed per group")
+    budget.add_argument("--target-macs", type=cli_data.macs_type,
+                        help="instead of --ratio: the fraction of the original MACs to keep (default: none)")
+    parser.add_argument("--method", default="l1", choices=METHODS, help="channel criterion or layer-wise method")
+    parser.add_argument("--round-to", type=cli_data.positive_int, default=8,
+                        help="kept channel counts are multiples of this")
     parser.add_argument("--allocation", default="score", choices=["score", "latency"],
-                        help="how channels are shared out between groups: by score (default), or by score "
-                             "over modelled latency saved (faster on CPU, uneven plan)")
+                        help="how channels are shared out between groups: by score, or by score over modelled "
+                             "latency saved (faster on CPU, uneven plan)")
+    parser.add_argument("--ignore", nargs="+", default=[], metavar="NAME",
+                        help="modules whose parameters keep their shape")
+
+
+def _add_compress_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", default="synthetic", help="synthetic, or imagefolder:PATH (one folder per class)")
+    parser.add_argument("--samples", type=cli_data.positive_int, default=32, help="calibration images")
+    parser.add_argument("--batch-size", type=cli_data.positive_int, default=8, help="calibration images per batch")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic data and of the image sample")
+    parser.add_argument("--max-batches", type=cli_data.max_batches_type, default=8,
+                        help="batches of --data compress uses; 0 or all: every one")
+    parser.add_argument("--refit", action=argparse.BooleanOptionalAction, default=None,
+                        help="least-squares refit of the layers that lost inputs (default: when the method asks)")
+    parser.add_argument("--recalibrate-bn", action="store_true",
+                        help="re-estimate BatchNorm statistics on --data after pruning")
+    parser.add_argument("--finetune-epochs", type=cli_data.count_type, default=0,
+                        help="epochs of fine-tuning on all of --data, distilled from the original (0: none)")
+    parser.add_argument("--finetune-lr", type=cli_data.positive_float, default=0.01, help="fine-tuning learning rate")
+    parser.add_argument("--out", help="write the pruned model as ONNX to this file (default: no export)")
+    parser.add_argument("--save", help="also save plan and weights (fxprune.save) to this folder (default: none)")
 
 
 def _budget(args) -> str:
@@ -90,32 +97,80 @@ def _budget(args) -> str:
 
 
 def _compress_options(args, ratio: float | None = None) -> dict:
-    """The ``compress`` keyword arguments the command line sets."""
+    """The ``compress`` keyword arguments every command sets."""
     return {"ratio": args.ratio if ratio is None else ratio, "method": args.method, "round_to": args.round_to,
-            "target_macs": args.target_macs, "allocation": args.allocation}
+            "target_macs": args.target_macs, "allocation": args.allocation, "ignore": tuple(args.ignore)}
 
 
 def _example(args) -> torch.Tensor:
     return torch.randn(1, args.in_channels, args.size, args.size, generator=torch.Generator().manual_seed(1))
 
 
+# ---- compress -------------------------------------------------------------------------------------------------------
+
+def _batches_used(data, max_batches: int | None) -> str:
+    total = len(data)
+    used = total if max_batches is None else min(total, max_batches)
+    return f"{used} of {total} batches (--max-batches {'all' if max_batches is None else max_batches})"
+
+
 def _compress_command(args) -> None:
-    steps = tqdm(total=4, desc="load model", unit="step")
+    say(f"loading {args.model}" + (f" with weights {args.weights}" if args.weights else " (random weights)") + "…")
     model = load_model(args.model, args.weights)
-    data = load_data(args.data, args.size, args.samples, args.batch_size, args.in_channels)
-    example = (_example(args),)
-    steps.update(), steps.set_description(f"compress ({args.method}, {_budget(args)})")
+    data, described = load_data(args.data, args.size, args.samples, args.batch_size, args.in_channels, args.seed)
+    say(described)
+    say(f"tracing, then scoring with {args.method} ({_budget(args)}) on {_batches_used(data, args.max_batches)}…")
     start = time.perf_counter()
-    small = compress(model, data, **_compress_options(args))
+    small = compress(model, data, **_compress_options(args), max_batches=args.max_batches, refit=args.refit,
+                     recalibrate_bn=args.recalibrate_bn)
     seconds = time.perf_counter() - start
-    steps.update(), steps.set_description("measure")
-    params, macs = (count_parameters(model), count_parameters(small)), (count_macs(model, example),
-                                                                        count_macs(small, example))
-    steps.update(), steps.set_description("export" if args.out else "done")
+    say(f"pruned in {seconds:.1f} s" + (", BatchNorm statistics recalibrated" if args.recalibrate_bn else ""))
+    if args.finetune_epochs:
+        small = _finetune(small, model, data, args)
+    _report(args, model, small, seconds)
+
+
+def _logits(outputs) -> torch.Tensor:
+    logits = outputs[0] if isinstance(outputs, (tuple, list)) else outputs
+    return logits.flatten(1) if logits.dim() > 2 else logits
+
+
+def _distillation_loss(student, teacher, batches) -> float:
+    """The loss ``finetune`` minimises, averaged over ``batches`` (both models in eval mode)."""
+    defaults = FINETUNE_DEFAULTS
+    total = 0.0
+    with torch.no_grad():
+        for batch in batches:
+            total += float(distillation_loss(_logits(student(*batch.inputs)), _logits(teacher(*batch.inputs)),
+                                             batch.targets, defaults["temperature"], defaults["kd_weight"]))
+    return total / len(batches)
+
+
+def _finetune(small, model, data, args):
+    epochs = args.finetune_epochs
+    batches = as_batches(data)
+    before = _distillation_loss(small, model, batches)
+    say(f"fine-tuning: {epochs} epoch{'s' * (epochs > 1)} of {len(batches)} batches, lr {args.finetune_lr}, "
+        f"distilled from the original (loss {before:.3f})…")
+    start = time.perf_counter()
+    tuned = finetune(small, data, teacher=model, epochs=epochs, lr=args.finetune_lr)
+    after = _distillation_loss(tuned, model, batches)
+    say(f"fine-tuning: epoch {epochs}/{epochs}, loss {after:.3f} (was {before:.3f}), "
+        f"{time.perf_counter() - start:.1f} s")
+    return tuned
+
+
+def _report(args, model, small, seconds: float) -> None:
+    example = (_example(args),)
+    say("measuring parameters and MACs…")
+    params = count_parameters(model), count_parameters(small)
+    macs = count_macs(model, example), count_macs(small, example)
+    if args.out:
+        say(f"exporting {args.out} and checking ONNX Runtime against PyTorch…")
     result = export_onnx(small, example, args.out) if args.out else None
     if args.save:
+        say(f"saving {args.save}…")
         save(small, args.save)
-    steps.update(), steps.close()
     print(f"compressed {args.model} in {seconds:.1f} s ({args.method}, {_budget(args)}, round_to {args.round_to})")
     print(f"parameters {params[0]:>14,} -> {params[1]:>14,}  ({params[0] / params[1]:.2f}x fewer)")
     print(f"MACs       {macs[0]:>14,} -> {macs[1]:>14,}  ({macs[0] / macs[1]:.2f}x fewer)")
@@ -125,8 +180,29 @@ def _compress_command(args) -> None:
         print(f"plan and weights saved in {args.save} (reload with fxprune.load)")
 
 
+# ---- inspect --------------------------------------------------------------------------------------------------------
+
+def module_positions(gm) -> dict[str, int]:
+    """Module name -> index of the first graph node that calls it or reads one of its parameters."""
+    positions: dict[str, int] = {}
+    graph = getattr(gm, "graph", None)  # a model that comes back as its own class (GoogLeNet) has none
+    for index, node in enumerate(graph.nodes if isinstance(graph, torch.fx.Graph) else ()):
+        if node.op == "call_module":
+            positions.setdefault(str(node.target), index)
+        elif node.op == "get_attr":
+            positions.setdefault(str(node.target).rpartition(".")[0], index)
+    return positions
+
+
+def in_graph_order(groups, positions: dict[str, int]) -> list:
+    """Group summaries sorted by the first graph node among their layers (``"layer1.0.conv1 (out)"``)."""
+    def first(group) -> float:
+        return min((positions.get(layer.rpartition(" (")[0], math.inf) for layer in group.layers), default=math.inf)
+    return sorted(groups, key=first)
+
+
 def layer_widths(model: torch.nn.Module, small: torch.nn.Module) -> list[tuple[str, str, int, int]]:
-    """(layer, kind, output channels before, after) for every conv and linear layer of ``model``."""
+    """(layer, kind, output channels before, after) for every conv and linear layer of ``model``, in graph order."""
     rows = []
     for name, module in model.named_modules():
         weight = getattr(module, "weight", None)
@@ -137,49 +213,82 @@ def layer_widths(model: torch.nn.Module, small: torch.nn.Module) -> list[tuple[s
         except AttributeError:
             continue  # a layer the traced graph does not use
         rows.append((name, type(module).__name__, weight.shape[0], after))
-    return rows
+    positions = module_positions(small)
+    return sorted(rows, key=lambda row: positions.get(row[0], math.inf))
 
 
-def plot_widths(rows, title: str, path) -> None:
+def width_figure(rows, title: str):
+    """A bar chart of output channels per layer, before and after, layer names along the x-axis."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(max(6, len(rows) * 0.12), 4))
+    figure, axes = plt.subplots(figsize=(max(6.0, len(rows) * 0.15), 5))
     positions = range(len(rows))
     axes.bar(positions, [r[2] for r in rows], color="#c6dbef", label="original")
     axes.bar(positions, [r[3] for r in rows], color="#2171b5", label="pruned")
+    axes.set_xticks(list(positions), [r[0] for r in rows], rotation=90, fontsize=5)
+    axes.set_xlim(-0.6, len(rows) - 0.4)
     axes.set_xlabel("layer (in graph order)")
     axes.set_ylabel("output channels")
     axes.set_title(title)
     axes.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    return figure
+
+
+def plot_widths(rows, title: str, path) -> None:
+    import matplotlib.pyplot as plt
+
+    figure = width_figure(rows, title)
+    figure.savefig(path, dpi=150)
     plt.close(figure)
+
+
+def _print_groups(report, limit: int | None) -> None:
+    positions = module_positions(report.analysis.gm)
+    groups = in_graph_order(report.groups, positions)
+    print(str(report).splitlines()[0] + " (in graph order)")
+    shown = groups if limit is None else groups[:limit]
+    for i, group in enumerate(shown):
+        print(f"[{i}] {group}")
+    if len(shown) < len(groups):
+        print(f"... {len(groups) - len(shown)} more prunable groups (--all shows them)")
+    print(f"\nfrozen groups ({len(report.frozen)}), and why:")
+    for group in in_graph_order(report.frozen, positions):
+        print(f"  {group.channels:5d} channels  {', '.join(group.layers[:3])}: {group.frozen_reason}")
 
 
 def _inspect_command(args) -> None:
     model = load_model(args.model, args.weights)
     example = _example(args)
-    report = analyze(model, example)
-    print(str(report).splitlines()[0])
-    shown = report.groups if args.all else report.groups[:args.limit]
-    for i, group in enumerate(shown):
-        print(f"[{i}] {group}")
-    if len(shown) < len(report.groups):
-        print(f"... {len(report.groups) - len(shown)} more prunable groups (--all shows them)")
-    print(f"\nfrozen groups ({len(report.frozen)}), and why:")
-    for group in report.frozen:
-        print(f"  {group.channels:5d} channels  {', '.join(group.layers[:3])}: {group.frozen_reason}")
+    say(f"tracing {args.model} and analysing its channels…")
+    _print_groups(analyze(model, example, ignore=tuple(args.ignore)), None if args.all else args.limit)
+    say(f"pruning with {args.method} ({_budget(args)}) to show the widths…")
     small = compress(model, example, **_compress_options(args))
     rows = layer_widths(model, small)
-    print(f"\nchannels per layer at ratio {args.ratio} (round_to {args.round_to}):")
+    asked = f"{args.method}, {_budget(args)}"
+    print(f"\nchannels per layer at {asked} (round_to {args.round_to}):")
     for name, kind, before, after in rows:
         print(f"  {name:<40} {kind:<12} {before:>6} -> {after:<6}")
     if args.png:
-        plot_widths(rows, f"{args.model}: output channels at ratio {args.ratio}", args.png)
+        plot_widths(rows, f"{args.model}: output channels at {asked}", args.png)
         print(f"plot written to {args.png}")
+
+
+# ---- bench ----------------------------------------------------------------------------------------------------------
+
+def _bench_variants(args, model, example) -> dict:
+    if args.target_macs is None:
+        budgets = {f"ratio {r}": r for r in args.ratios}
+    else:
+        budgets = {f"MACs {args.target_macs}": 0.5}
+    say(f"pruning with {args.method}, round_to {args.round_to}, {args.allocation} allocation…")
+    variants = {"original": model}
+    for name, ratio in tqdm.std.tqdm(budgets.items(), desc="compress", file=sys.stderr, leave=False):
+        variants[name] = compress(model, example, **_compress_options(args, ratio))
+    return variants
 
 
 def _bench_command(args) -> None:
@@ -189,87 +298,129 @@ def _bench_command(args) -> None:
     runtimes, skipped = latency.usable_runtimes(args.runtimes)
     for line in skipped:
         print(line)
-    variants = {"original": model}
-    budgets = {f"ratio {r}": r for r in args.ratios} if args.target_macs is None else {f"MACs {args.target_macs}": None}
-    for name, ratio in tqdm(budgets.items(), desc="compress"):
-        variants[name] = compress(model, example, **_compress_options(args, ratio))
+    variants = _bench_variants(args, model, example)
     macs = {name: count_macs(m, (example,)) for name, m in variants.items()}
     with tempfile.TemporaryDirectory() as folder:
         paths = {name: Path(folder) / f"{i}.onnx" for i, name in enumerate(variants)}
         if any(r.startswith("ort") for r in runtimes):
-            for name in tqdm(variants, desc="export"):
+            for name in tqdm.std.tqdm(variants, desc="export", file=sys.stderr, leave=False):
                 export_onnx(variants[name], (example,), paths[name])
-        cells = [(r, b) for r in runtimes for b in args.batches]
         print(f"threads: {args.threads}; speedup ÷ MACs factor = share of the saving the runtime gets")
         print(f"{'runtime':<11}{'batch':>6}  {'model':<12}{'MACs x':>8}{'ms':>10}{'speedup':>9}{'÷MACs':>7}")
-        for runtime, batch in tqdm(cells, desc="time"):
-            x = torch.randn(batch, *example.shape[1:])
-            runners = {n: latency.runner(runtime, m, paths[n], x, args.threads) for n, m in variants.items()}
-            timings = latency.measure_side_by_side(runners, budget_s=args.budget)
-            base = timings["original"].median_ms
-            for name, timing in timings.items():
-                factor, speedup = macs["original"] / macs[name], base / timing.median_ms
-                tqdm.write(f"{runtime:<11}{batch:>6}  {name:<12}{factor:>8.2f}{timing.median_ms:>10.2f}"
-                           f"{speedup:>9.2f}{speedup / factor:>7.2f}")
-            for m in variants.values():
-                m.to("cpu")
+        cells = [(r, b) for r in runtimes for b in args.batches]
+        for runtime, batch in tqdm.std.tqdm(cells, desc="time", file=sys.stderr, leave=False):
+            _time_cell(args, runtime, batch, variants, paths, macs, example)
 
+
+def _time_cell(args, runtime: str, batch: int, variants: dict, paths: dict, macs: dict, example) -> None:
+    x = torch.randn(batch, *example.shape[1:])
+    runners = {n: latency.runner(runtime, m, paths[n], x, args.threads) for n, m in variants.items()}
+    timings = latency.measure_side_by_side(runners, budget_s=args.budget)
+    base = timings["original"].median_ms
+    for name, timing in timings.items():
+        factor, speedup = macs["original"] / macs[name], base / timing.median_ms
+        tqdm.std.tqdm.write(f"{runtime:<11}{batch:>6}  {name:<12}{factor:>8.2f}{timing.median_ms:>10.2f}"
+                            f"{speedup:>9.2f}{speedup / factor:>7.2f}")
+    for m in variants.values():
+        m.to("cpu")
+
+
+# ---- the parser and main --------------------------------------------------------------------------------------------
 
 def _demo_command(args) -> None:
-    """What ``python -m fxprune`` shows: compress resnet18 on generated data, print what changed."""
-    args.data, args.samples, args.batch_size, args.out, args.save, args.weights = "synthetic", 8, 8, None, None, None
-    args.in_channels, args.round_to, args.target_macs, args.allocation = 3, 8, None, "score"
-    _compress_command(args)
+    """What ``python -m fxprune`` shows: compress a torchvision model on generated data, print what changed."""
+    argv = ["compress", args.model, "--ratio", str(args.ratio), "--method", args.method, "--size", str(args.size),
+            "--samples", "8", "--batch-size", "8"]
+    _compress_command(build_parser().parse_args(argv))
+
+
+def _subcommand(commands, name: str, help: str, run) -> argparse.ArgumentParser:
+    sub = commands.add_parser(name, help=help, description=help, formatter_class=cli_data.HelpFormatter)
+    sub.set_defaults(run=run)
+    return sub
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fxprune", description=__doc__.splitlines()[0])
+    parser = cli_data.Parser(prog="fxprune", description=__doc__.splitlines()[0],
+                             formatter_class=cli_data.HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="{compress,inspect,bench,demo}")
 
-    sub = commands.add_parser("compress", help="prune a model and export it to ONNX (with a parity check)")
+    sub = _subcommand(commands, "compress", "prune a model and export it to ONNX (with a parity check)",
+                      _compress_command)
     _add_model_arguments(sub)
-    sub.add_argument("--data", default="synthetic", help="synthetic, or imagefolder:PATH (default synthetic)")
-    sub.add_argument("--samples", type=int, default=32, help="calibration images (default 32)")
-    sub.add_argument("--batch-size", type=int, default=8)
-    sub.add_argument("--out", default=None, help="write the pruned model as ONNX to this file")
-    sub.add_argument("--save", default=None, help="also save plan and weights (fxprune.save) to this folder")
-    sub.set_defaults(run=_compress_command)
+    _add_compress_arguments(sub)
 
-    sub = commands.add_parser("inspect", help="coupled channel groups, frozen reasons, widths per layer")
+    sub = _subcommand(commands, "inspect", "coupled channel groups, frozen reasons, widths per layer",
+                      _inspect_command)
     _add_model_arguments(sub)
-    sub.add_argument("--png", default=None, help="write a plot of channels per layer to this file")
-    sub.add_argument("--all", action="store_true", help="print every group (default: the first --limit lines)")
-    sub.add_argument("--limit", type=int, default=20)
-    sub.set_defaults(run=_inspect_command)
+    sub.add_argument("--png", help="write a plot of channels per layer to this file (default: no plot)")
+    sub.add_argument("--all", action="store_true", help="print every group, not the first --limit")
+    sub.add_argument("--limit", type=cli_data.count_type, default=20, help="prunable groups printed")
 
-    sub = commands.add_parser("bench", help="latency of the original and pruned models, side by side")
-    _add_model_arguments(sub)
-    sub.add_argument("--ratios", type=float, nargs="+", default=[0.5])
-    sub.add_argument("--batches", type=int, nargs="+", default=[1])
-    sub.add_argument("--threads", type=int, default=2, help="CPU threads for ONNX Runtime and PyTorch")
+    sub = _subcommand(commands, "bench", "latency of the original and pruned models, side by side", _bench_command)
+    _add_model_arguments(sub, several_ratios=True)
+    sub.add_argument("--batches", type=cli_data.positive_int, nargs="+", default=[1], help="batch sizes timed")
+    sub.add_argument("--threads", type=cli_data.positive_int, default=2,
+                     help="CPU threads for ONNX Runtime and PyTorch")
     sub.add_argument("--runtimes", nargs="+", default=["ort-cpu", "torch-cpu", "ort-cuda", "torch-cuda"],
-                     choices=latency.RUNTIMES)
-    sub.add_argument("--budget", type=float, default=2.0, help="seconds of timed runs per runtime and batch")
-    sub.set_defaults(run=_bench_command)
+                     choices=latency.RUNTIMES, help="runtimes timed (unavailable ones are skipped)")
+    sub.add_argument("--budget", type=cli_data.positive_float, default=2.0,
+                     help="seconds of timed runs per runtime and batch")
 
-    sub = commands.add_parser("demo", help="compress a torchvision model on generated data (the default)")
-    sub.add_argument("--model", default="resnet18")
-    sub.add_argument("--ratio", type=float, default=0.5)
-    sub.add_argument("--method", default="l1")
-    sub.add_argument("--size", type=int, default=224)
-    sub.set_defaults(run=_demo_command)
+    sub = _subcommand(commands, "demo", "compress a torchvision model on generated data (the default)",
+                      _demo_command)
+    sub.add_argument("--model", default="resnet18", help="torchvision model name")
+    sub.add_argument("--ratio", type=cli_data.ratio_type, default=0.5, help="fraction of channels removed per group")
+    sub.add_argument("--method", default="l1", choices=METHODS, help="channel criterion or layer-wise method")
+    sub.add_argument("--size", type=cli_data.positive_int, default=224, help="input height and width")
     return parser
+
+
+def _version() -> str:
+    try:
+        return metadata.version("fxprune")
+    except metadata.PackageNotFoundError:
+        return "(version unknown: not installed)"
+
+
+def _check_arguments(args) -> None:
+    """What argparse cannot check alone, before any work."""
+    if args.command != "demo":
+        cli_data.check_model_spec(args.model, args.weights)
+    if args.command == "compress":
+        cli_data.check_data_spec(args.data)
+
+
+def close_progress_bars() -> None:
+    """Clear every active tqdm bar, so that what is printed next starts its own line and no bar comes back."""
+    bars = {bar for cls in (tqdm.std.tqdm, tqdm.auto.tqdm) for bar in list(getattr(cls, "_instances", ()))}
+    for bar in sorted(bars, key=lambda bar: -abs(getattr(bar, "pos", 0))):  # the lowest line last: it ends at column 0
+        bar.leave = False
+        bar.close()
+    if bars:
+        sys.stderr.write("\r")
+
+
+def _fail(error: Exception, code: int) -> int:
+    close_progress_bars()
+    print(f"fxprune: error: {error}", file=sys.stderr, flush=True)
+    return code
 
 
 def main(argv=None) -> int:
     """Entry point of the ``fxprune`` console script and of ``python -m fxprune``."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or (argv[0].startswith("--") and argv[0] != "--help"):
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
         argv = ["demo", *argv]  # bare ``python -m fxprune [--model ...]``: the demo, as before
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
+        if args.command is None:
+            raise UsageError("expected a command: compress, inspect, bench or demo (see fxprune --help)")
+        _check_arguments(args)
         args.run(args)
+    except UsageError as error:
+        return _fail(error, 2)
     except FxpruneError as error:
-        print(f"fxprune: error: {error}", file=sys.stderr)
-        return 1
+        return _fail(error, 1)
     return 0

@@ -30,29 +30,46 @@ def _check_arguments(model, ratio, round_to) -> None:
         raise InputError(f"round_to: expected a positive integer, got {round_to!r}")
 
 
-def _prune(model, inputs, leaf_modules, choose_plan, ignore=(), copy_weights=False):
+def _module_names(ignore) -> tuple[str, ...]:
+    """``ignore`` as a tuple of module names: one string is one name."""
+    if isinstance(ignore, str):
+        return (ignore,)
+    try:
+        names = tuple(ignore)
+    except TypeError:
+        raise InputError(f"ignore: expected a module name or a list of them (like ['fc']), "
+                         f"got {type(ignore).__name__}") from None
+    for name in names:
+        if not isinstance(name, str):
+            raise InputError(f"ignore: expected module names as model.named_modules() gives them (like 'fc'), "
+                             f"got a {type(name).__name__}")
+    return names
+
+
+def _prune(model, inputs, leaf_modules, choose_plan, ignore=(), copy_weights=False, concrete_args=None, given=None):
     """Trace (in training mode too when the graph depends on it), plan and rewrite; the pruned model and plan.
 
     ``copy_weights``: work on a copy of the traced weights (for methods that change kept weights),
-    so the user's model stays as it was.
+    so the user's model stays as it was. ``given``: the first batch, which ``inputs`` are the first rows of.
     """
-    gm = traced(model, inputs, leaf_modules)
+    gm = traced(model, inputs, leaf_modules, concrete_args, given)
     train_gm = training_graph(model, gm, inputs, leaf_modules, shape_shortcuts())  # auxiliary heads are pruned too
     gm = train_gm or gm
     gm = copy.deepcopy(gm) if copy_weights else gm
     small, _, plan = plan_and_rewrite(gm, inputs, choose_plan, ignore)
     if train_gm is not None:
-        small = _in_both_modes(model, small, gm, inputs, leaf_modules, choose_plan, ignore)
+        small = _in_both_modes(model, small, gm, inputs, leaf_modules, choose_plan, ignore, concrete_args)
     return small, plan
 
 
-def _in_both_modes(model, small, gm, inputs, leaf_modules, choose, ignore) -> torch.nn.Module:
+def _in_both_modes(model, small, gm, inputs, leaf_modules, choose, ignore, concrete_args=None) -> torch.nn.Module:
     """For a graph traced in training mode: the user's class with the pruned layers (see ``modes``)."""
     host = rehost(model, small, gm, inputs)
     if host is not None:
         return host
-    eval_gm = traced(model, inputs, leaf_modules)
-    fallback, _, _ = plan_and_rewrite(eval_gm, inputs, choose, ignore)
+    eval_gm = traced(model, inputs, leaf_modules, concrete_args)
+    private = copy.deepcopy(eval_gm)  # methods that refine weights change the graph's own
+    fallback, _, _ = plan_and_rewrite(private, inputs, choose, ignore)
     fallback.fxprune_dropped = dropped_modules(model, eval_gm)
     warnings.warn(f"{type(model).__name__}: modules used only in training mode were dropped: "
                   f"{', '.join(fallback.fxprune_dropped)}; the result computes the eval-mode graph in both modes",
@@ -63,14 +80,16 @@ def _in_both_modes(model, small, gm, inputs, leaf_modules, choose, ignore) -> to
 def compress(model: torch.nn.Module, data, ratio: float = 0.5, *, method="l1", ignore=(), round_to: int = 8,
              leaf_modules=(), max_batches: int | None = 8, target_macs: float | None = None,
              refit: bool | None = None, recalibrate_bn: bool = False,
-             allocation: str = "score") -> torch.fx.GraphModule:
+             allocation: str = "score", concrete_args: dict | None = None) -> torch.fx.GraphModule:
     """Return a physically smaller copy of ``model`` with ``ratio`` of every prunable group's channels removed.
 
     >>> small = compress(torchvision.models.resnet18(), torch.randn(2, 3, 64, 64), ratio=0.5)  # doctest: +SKIP
 
     ``data``: a tensor of inputs, an ``(inputs, targets)`` pair, or an iterable of either.
     ``ignore``: names of modules whose parameters must keep their shape. The plan is kept as
-    ``small.fxprune_plan``; the user's model is left as it was.
+    ``small.fxprune_plan``; the user's model is left as it was. ``concrete_args``: values of forward's
+    arguments fixed while tracing, for Python control flow on them (``{"flag": True}``); the result
+    takes them as defaults.
     ``round_to``: kept channel counts are multiples of it (8 by default: CPU and GPU kernels run
     markedly faster on such widths; a group smaller than it is not rounded); 1 disables rounding.
     ``method``: a criterion name (``l1``, ``reconstruction``, ...), a layer-wise method (``mlacp`` and
@@ -89,12 +108,14 @@ def compress(model: torch.nn.Module, data, ratio: float = 0.5, *, method="l1", i
     """
     _check_arguments(model, ratio, round_to)
     check_target_macs(target_macs)
+    ignore = _module_names(ignore)
     batches = as_batches(data, max_batches, model_device(model), required_inputs(model))
     inputs = example_inputs(batches)
     choose = Chooser(method, batches, inputs, ratio, target_macs, round_to, refit, allocation, rewrite=rewrite)
 
     with evaluating(model):
-        small, plan = _prune(model, inputs, leaf_modules, choose, ignore, copy_weights=choose.changes_weights)
+        small, plan = _prune(model, inputs, leaf_modules, choose, ignore, copy_weights=choose.changes_weights,
+                             concrete_args=concrete_args, given=batches[0].inputs)
         if recalibrate_bn and plan.removed_channels:
             recalibrate_batch_norms(small, batches)
     small.fxprune_plan = plan
@@ -105,21 +126,23 @@ def compress(model: torch.nn.Module, data, ratio: float = 0.5, *, method="l1", i
     return small
 
 
-def analyze(model: torch.nn.Module, example, *, ignore=(), leaf_modules=()) -> Report:
+def analyze(model: torch.nn.Module, example, *, ignore=(), leaf_modules=(), concrete_args=None) -> Report:
     """The coupled channel groups of ``model``: what can be pruned, and why the rest cannot."""
     if not isinstance(model, torch.nn.Module):
         raise InputError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
-    inputs = example_inputs(as_batches(example, 1, required=required_inputs(model)))
+    batches = as_batches(example, 1, required=required_inputs(model))
+    inputs = example_inputs(batches)
     with evaluating(model):
-        gm = traced(model, inputs, leaf_modules)
-        return Report(analyze_graph(gm, ignore))
+        gm = traced(model, inputs, leaf_modules, concrete_args, batches[0].inputs)
+        return Report(analyze_graph(gm, _module_names(ignore)))
 
 
-def apply_plan(model: torch.nn.Module, example, plan: Plan, *, leaf_modules=()) -> torch.fx.GraphModule:
-    """Re-apply a saved plan to a fresh instance of the model it was made for."""
+def apply_plan(model: torch.nn.Module, example, plan: Plan, *, leaf_modules=(),
+               concrete_args=None) -> torch.fx.GraphModule:
+    """Re-apply a saved plan to a fresh instance of the model it was made for (traced as ``compress`` traced it)."""
     inputs = example_inputs(as_batches(example, 1, required=required_inputs(model)))
     with evaluating(model):
-        small, _ = _prune(model, inputs, leaf_modules, lambda analysis: plan)
+        small, _ = _prune(model, inputs, leaf_modules, lambda analysis: plan, concrete_args=concrete_args)
     small.fxprune_plan = plan
     small.fxprune_input_specs = input_specs(inputs)
     small.train(model.training)

@@ -21,7 +21,7 @@ from .analysis.analyze import Analysis, analyze_graph
 from .choose.plan import Plan
 from .errors import RewriteError
 from .graph.capture import trace
-from .graph.shapes import propagate_shapes, tensor_shapes
+from .graph.shapes import check_batch_dims, propagate_shapes, tensor_shapes
 from .graph.tensors import DimRef, output_key
 from .rewrite.apply import rewrite
 from .rules import shape_shortcuts
@@ -41,9 +41,15 @@ def evaluating(model: torch.nn.Module):
             module.training = flag
 
 
-def traced(model: torch.nn.Module, inputs: tuple, leaf_modules=()) -> torch.fx.GraphModule:
-    """Stage 1: the model as a GraphModule whose nodes carry the shapes ``inputs`` give them."""
-    gm = trace(model, tuple(leaf_modules))
+def traced(model: torch.nn.Module, inputs: tuple, leaf_modules=(), concrete_args=None,
+           given: tuple | None = None) -> torch.fx.GraphModule:
+    """Stage 1: the model as a GraphModule whose nodes carry the shapes ``inputs`` give them.
+
+    ``concrete_args``: values of forward's arguments fixed while tracing (see ``graph.capture.trace``).
+    ``given``: the tensors the caller passed, when ``inputs`` are their first rows (errors name their shapes).
+    """
+    gm = trace(model, tuple(leaf_modules), concrete_args)
+    check_batch_dims(gm, given if given is not None else inputs)
     propagate_shapes(gm, inputs, shape_shortcuts())
     return gm
 

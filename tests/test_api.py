@@ -5,6 +5,7 @@ import copy
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 import torchvision
 from helpers import parameter_count, randomize
 from models import Chain, Residual
@@ -13,8 +14,24 @@ import fxprune
 from fxprune.graph.outputs import compare
 
 
-def _state(model):
-    return {k: v.clone() for k, v in model.state_dict().items()}, [m.training for m in model.modules()]
+def _bits(tensor: torch.Tensor) -> tuple:
+    """A tensor's dtype, shape and bytes: equal bits, not just equal values (-0.0 is not 0.0)."""
+    return tensor.dtype, tuple(tensor.shape), tensor.detach().reshape(-1).clone().view(torch.uint8)
+
+
+def _snapshot(model: nn.Module) -> tuple[dict, list[bool]]:
+    """Every parameter and buffer (counters included), and every module's mode."""
+    named = [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
+    return {name: _bits(t) for name, t in named}, [m.training for m in model.modules()]
+
+
+def _assert_unchanged(model: nn.Module, before: tuple[dict, list[bool]]) -> None:
+    tensors, flags = _snapshot(model)
+    assert flags == before[1] and tensors.keys() == before[0].keys()
+    changed = [name for name, (dtype, shape, data) in tensors.items()
+               if (dtype, shape) != before[0][name][:2] or not torch.equal(data, before[0][name][2])]
+    assert not changed, f"changed: {changed}"
+    assert all(p.grad is None for p in model.parameters())
 
 
 @pytest.mark.parametrize("ratio", [-0.1, 1.0, 1.5, "half", None])
@@ -59,12 +76,96 @@ def test_untraceable_model_names_the_line_and_the_ways_out():
 
 def test_user_model_is_not_modified_even_in_training_mode():
     model = randomize(torchvision.models.resnet18()).train()
-    before, flags = _state(model)
+    before = _snapshot(model)
     fxprune.compress(model, torch.randn(4, 3, 32, 32), ratio=0.5, method="taylor")
-    after, flags_after = _state(model)
-    assert flags == flags_after
-    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
-    assert all(p.grad is None for p in model.parameters())
+    _assert_unchanged(model, before)
+
+
+class BatchNormAct(nn.BatchNorm2d):
+    """timm's ``BatchNormAct2d`` in brief: a BatchNorm that FX traces through (it is no ``torch.nn``
+    leaf), whose forward reads ``self.training`` and counts batches in training mode."""
+
+    def forward(self, x):
+        if self.training:
+            self.num_batches_tracked.add_(1)
+        x = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, self.training,
+                         self.momentum, self.eps)
+        return F.relu(x)
+
+
+class CountingNet(nn.Module):
+    """Two conv-BatchNormAct blocks. With ``aux``, an auxiliary head in training mode (as GoogLeNet's),
+    so that fxprune prunes the training-mode graph, whose batch norms update statistics when run."""
+
+    def __init__(self, aux: bool = False):
+        super().__init__()
+        self.c1, self.n1 = nn.Conv2d(3, 16, 3, padding=1), BatchNormAct(16)
+        self.c2, self.n2 = nn.Conv2d(16, 16, 3, padding=1), BatchNormAct(16)
+        self.fc = nn.Linear(16, 10)
+        self.aux = nn.Linear(16, 10) if aux else None
+
+    def forward(self, x):
+        h = self.n1(self.c1(x))
+        y = self.fc(self.n2(self.c2(h)).mean((2, 3)))
+        if self.training and self.aux is not None:
+            return y, self.aux(h.mean((2, 3)))
+        return y
+
+
+def _labelled_batches():
+    generator = torch.Generator().manual_seed(0)
+    return [(torch.randn(4, 3, 8, 8, generator=generator), torch.randint(0, 10, (4,), generator=generator))
+            for _ in range(2)]
+
+
+UNCHANGED_METHODS = {"l1": "l1", "taylor": "taylor", "reconstruction": "reconstruction",
+                     "mlacp": fxprune.MLACP(steps=1, progress=False)}
+OPTIONS = {"plain": {}, "refit-recalibrate": {"refit": True, "recalibrate_bn": True}}
+
+
+@pytest.mark.parametrize("options", OPTIONS)
+@pytest.mark.parametrize("method", UNCHANGED_METHODS)
+@pytest.mark.parametrize("aux", [False, True], ids=["counting", "counting-aux"])
+def test_compress_leaves_every_parameter_and_buffer_bit_for_bit(aux, method, options):
+    model = randomize(CountingNet(aux)).train()
+    before = _snapshot(model)
+    small = fxprune.compress(model, _labelled_batches(), ratio=0.5, round_to=1, method=UNCHANGED_METHODS[method],
+                             **OPTIONS[options])
+    _assert_unchanged(model, before)
+    assert parameter_count(small) < parameter_count(model)
+
+
+@pytest.mark.parametrize("aux", [False, True], ids=["counting", "counting-aux"])
+def test_analyze_and_apply_plan_leave_the_model_bit_for_bit(aux):
+    model = randomize(CountingNet(aux)).train()
+    x = torch.randn(2, 3, 8, 8)
+    plan = fxprune.compress(copy.deepcopy(model), x, ratio=0.5, round_to=1).fxprune_plan
+    before = _snapshot(model)
+    fxprune.analyze(model, x)
+    fxprune.apply_plan(model, x, plan)
+    _assert_unchanged(model, before)
+
+
+def test_compress_submodule_leaves_the_replaced_submodule_and_the_rest_bit_for_bit():
+    original = randomize(CountingNet(aux=True)).train()
+    outer = nn.Sequential(original, nn.Linear(10, 4)).train()
+    before, head = _snapshot(original), _snapshot(outer[1])
+    fxprune.compress_submodule(outer, "0", _labelled_batches()[0][0], ratio=0.5, round_to=1, refit=True,
+                               recalibrate_bn=True)
+    assert outer[0] is not original
+    _assert_unchanged(original, before)
+    _assert_unchanged(outer[1], head)
+
+
+@pytest.mark.parametrize("name", ["test_efficientnet", "resnet10t"])  # BatchNormAct2d / plain BatchNorm2d
+def test_a_timm_model_is_left_bit_for_bit(name):
+    timm = pytest.importorskip("timm")
+    model = randomize(timm.create_model(name, pretrained=False, num_classes=10)).train()
+    before = _snapshot(model)
+    x = torch.randn(2, 3, 64, 64)
+    fxprune.compress(model, x, ratio=0.5, method="taylor", recalibrate_bn=True)
+    fxprune.analyze(model, x)
+    _assert_unchanged(model, before)
 
 
 def test_result_does_not_depend_on_training_mode():

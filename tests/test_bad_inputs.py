@@ -148,3 +148,127 @@ def test_compress_submodule_changes_only_the_named_submodule():
     head_before = _snapshot(outer[1], [data])
     fxprune.compress_submodule(outer, "0", data, ratio=0.5, round_to=1)
     assert isinstance(outer[0], torch.fx.GraphModule) and _same(head_before, _snapshot(outer[1], [data]))
+
+
+def test_one_hot_targets_are_named_as_targets():
+    x, labels = torch.randn(4, 3, 8, 8), torch.tensor([0, 3, 10, 1])
+    one_hot = nn.functional.one_hot(labels, 11).float()
+    with pytest.raises(fxprune.InputError, match=r"(?s)data: .*one-hot or probability targets.*class indices "
+                                                 r"\(int64\), e\.g\. \(x, targets\.argmax\(1\)\)"):
+        fxprune.compress(Chain(), (x, one_hot))
+    assert fxprune.compress(Chain(), (x, one_hot.argmax(1)), round_to=1).fxprune_plan.removed_channels > 0
+    with pytest.raises(fxprune.InputError, match=r"data: the model takes 1 input\(s\) \(x\) but got 2; pass several"):
+        fxprune.compress(Chain(), (x, torch.randn(4, 5, 8, 8)))  # not targets: the count is what is wrong
+
+
+def test_ignore_takes_one_name_as_a_string():
+    small = fxprune.compress(randomize(Chain()), torch.randn(2, 3, 8, 8), ignore="c1", round_to=1)
+    assert small.get_submodule("c1").out_channels == 5 and small.get_submodule("c2").out_channels < 7
+    assert "module c1 is in ignore" in str(fxprune.analyze(Chain(), torch.randn(2, 3, 8, 8), ignore="c1"))
+
+
+def test_ignore_that_is_not_a_list_of_names_is_named():
+    with pytest.raises(fxprune.InputError, match="ignore: expected a module name or a list of them .* got int"):
+        fxprune.compress(Chain(), torch.randn(2, 3, 8, 8), ignore=3)
+    model = Chain()
+    with pytest.raises(fxprune.InputError, match="ignore: expected module names .* got a Linear"):
+        fxprune.compress(model, torch.randn(2, 3, 8, 8), ignore=[model.fc])
+
+
+def test_an_image_without_its_batch_dimension_is_named():
+    for call in (fxprune.compress, fxprune.analyze):
+        with pytest.raises(fxprune.InputError, match=r"data: got shape \(3, 8, 8\) for x, but c1 \(Conv2d\) takes 4 "
+                                                     r"dims.*missing batch dimension\? use x\.unsqueeze\(0\)"):
+            call(Chain(), torch.randn(3, 8, 8))
+
+
+def test_wrapped_torch_errors_leave_out_its_log_tool_advertisement():
+    with pytest.raises(fxprune.InputError, match="data: the model rejects inputs") as caught:
+        fxprune.compress(Chain(), torch.randn(2, 5, 8, 8))  # 5 channels where c1 takes 3
+    message = str(caught.value)
+    assert "expected input[1, 5, 8, 8] to have 3 channels" in message
+    assert "tlparse" not in message and "TORCH_LOGS" not in message and "Original traceback:\nNone" not in message
+
+
+def test_dict_batches_are_refused_with_their_keys():
+    tokens = {"input_ids": torch.randint(0, 19, (2, 6)), "attention_mask": torch.ones(2, 6, dtype=torch.long)}
+    expected = (r"data: {} is a dict with keys 'input_ids', 'attention_mask'; dict batches are not supported by this "
+                r"capture yet: pass the tensors as a tuple in the model's argument order, "
+                r"e\.g\. \(batch\['input_ids'\], batch\['attention_mask'\]\)")
+    with pytest.raises(fxprune.InputError, match=expected.format("the value given")):
+        fxprune.compress(Tokens(), tokens)
+    with pytest.raises(fxprune.InputError, match=expected.format("item 0")):
+        fxprune.compress(Tokens(), [tokens])
+
+
+def test_export_with_a_wrongly_shaped_example_names_the_shape_compress_saw(tmp_path):
+    small = fxprune.compress(randomize(Chain()), torch.randn(2, 3, 8, 8), round_to=1)
+    with pytest.raises(fxprune.InputError, match=r"example: the model rejects inputs of shape \(2, 5, 8, 8\) "
+                                                 r"\(RuntimeError: .*\); it expects \(1, 3, 8, 8\) float32, "
+                                                 r"the shapes compress saw \(any batch size\)"):
+        fxprune.export_onnx(small, torch.randn(2, 5, 8, 8), tmp_path / "small.onnx")
+    assert not (tmp_path / "small.onnx").exists()
+
+
+@pytest.mark.parametrize("method", ["taylor", "mlacp", "finetune"])
+def test_targets_out_of_range_are_named_with_the_number_of_classes(method):
+    data = (torch.randn(4, 3, 8, 8), torch.tensor([0, 3, 500, 1]))  # Chain has 11 classes
+    expected = r"data: the targets of batch 0 hold class 500 but the model outputs 11 classes; .*in \[0, 11\)"
+    with pytest.raises(fxprune.InputError, match=expected):
+        if method == "finetune":
+            fxprune.finetune(fxprune.compress(Chain(), data[0]), data, max_steps=1, device="cpu")
+        else:
+            fxprune.compress(Chain(), data, method=fxprune.MLACP(progress=False) if method == "mlacp" else method)
+
+
+@pytest.mark.parametrize("text, field", [
+    ("{}", "missing field 'groups'"),
+    ("[1, 2]", "missing field 'groups'"),
+    ('{"groups": {}}', "field 'groups' must be a list"),
+    ('{"groups": [{"anchor": "c1.weight", "dim": 0, "indices": [0, 1]}]}', "group 0 is missing field 'keep'"),
+    ('{"groups": [{"anchor": "c1.weight", "dim": "0", "indices": [0], "keep": [0]}]}',
+     "field 'dim' of group 0 must be an integer"),
+    ('{"groups": [{"anchor": "c1.weight", "dim": 0, "indices": [0], "keep": [0], "size": 1}]}',
+     "group 0 has unknown field 'size'"),
+    ('{"groups": [{"anchor": "c1.weight", "dim": 0, "indices": [0], "keep": [4]}]}',
+     "field 'keep' of group 0 names channels not in its 'indices'"),
+    ("not json", "not JSON text"),
+])
+def test_malformed_plans_name_the_field(text, field):
+    with pytest.raises(fxprune.InputError, match=f"plan: {field}.*; pass the text Plan.to_json wrote"):
+        fxprune.Plan.from_json(text)
+
+
+def test_unknown_mlacp_options_are_listed():
+    with pytest.raises(fxprune.InputError, match="MLACP: unknown option 'foo'; it accepts alpha, beta, terms, steps, "
+                                                 "lr, momentum, calibration_batches, least_squares, progress$"):
+        fxprune.MLACP(foo=3)
+    with pytest.raises(fxprune.InputError, match="MLACP: 10 positional options; it accepts alpha"):
+        fxprune.MLACP(*range(10))
+    assert fxprune.MLACP(0.5, steps=2).alpha == 0.5
+
+
+class Branching(nn.Module):
+    """Python control flow on a flag argument: only concrete_args lets torch.fx trace it."""
+
+    def __init__(self):
+        super().__init__()
+        self.wide, self.narrow, self.out = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(3, 8, 1), nn.Conv2d(8, 4, 1)
+
+    def forward(self, x, flag=False):
+        x = self.wide(x) if flag else self.narrow(x)
+        return self.out(torch.relu(x))
+
+
+def test_concrete_args_fix_a_flag_the_forward_branches_on():
+    model, x = randomize(Branching()), torch.randn(2, 3, 8, 8)
+    with pytest.raises(fxprune.TraceError, match=r"concrete_args=\{'flag': True\}"):
+        fxprune.compress(model, x)
+    small = fxprune.compress(model, x, concrete_args={"flag": True}, round_to=1)
+    assert small.get_submodule("wide").out_channels == 4 and small(x).shape == model(x, True).shape
+    assert "wide (out)" in str(fxprune.analyze(model, x, concrete_args={"flag": True}))
+    outer = nn.Sequential(model)
+    fxprune.compress_submodule(outer, "0", x, concrete_args={"flag": True}, round_to=1)
+    assert outer(x).shape == (2, 4, 8, 8)
+    with pytest.raises(fxprune.InputError, match="concrete_args: Branching.forward has no argument 'flags'"):
+        fxprune.compress(model, x, concrete_args={"flags": True})

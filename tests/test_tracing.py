@@ -71,6 +71,27 @@ def test_meta_run_leaves_the_model_alone():
     assert all(t.device.type == "cpu" for t in after.values())
 
 
+class NeedsValuesInTraining(nn.Module):
+    """A value read after a BatchNorm: the real run in training mode would update its statistics."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 5, 1), nn.BatchNorm2d(5)
+
+    def forward(self, x):
+        y = self.bn(self.conv(x))
+        return y * y.abs().max().item()
+
+
+def test_real_run_leaves_the_model_alone():
+    model = NeedsValuesInTraining().train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    gm = trace(model)
+    record_shapes(gm, (torch.randn(2, 3, 4, 4),))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # statistics and counter
+    assert _shapes(gm)["mul"] == {(): torch.Size([2, 5, 4, 4])}
+
+
 def test_values_needed_falls_back_to_a_real_run():
     gm = trace(NeedsValues())
     with pytest.raises(RuntimeError, match="meta"):

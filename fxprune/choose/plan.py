@@ -41,8 +41,9 @@ class Plan:
 
     @classmethod
     def from_json(cls, text: str) -> "Plan":
-        data = json.loads(text)
-        return cls([GroupPlan(**g) for g in data["groups"]], data.get("info", {}))
+        """The plan ``to_json`` wrote; ``InputError`` naming the field that is missing or malformed."""
+        data = _plan_fields(text)
+        return cls([_group_plan(entry, i) for i, entry in enumerate(data["groups"])], data.get("info", {}))
 
     def __str__(self) -> str:
         lines = [f"plan: {len(self.groups)} groups, {self.removed_channels} channels removed {self.info or ''}"]
@@ -52,6 +53,52 @@ class Plan:
     @property
     def removed_channels(self) -> int:
         return sum(len(g.indices) - len(g.keep) for g in self.groups)
+
+
+_FIX = "pass the text Plan.to_json wrote"
+_GROUP_FIELDS = {"anchor": str, "dim": int, "indices": list, "keep": list}
+_KINDS = {str: "a string", int: "an integer", list: "a list of integers"}
+
+
+def _plan_fields(text) -> dict:
+    try:
+        data = json.loads(text)
+    except (TypeError, ValueError) as error:
+        raise InputError(f"plan: not JSON text ({error}); {_FIX}") from None
+    if not isinstance(data, dict) or "groups" not in data:
+        raise InputError(f"plan: missing field 'groups' (a list of groups with {', '.join(_GROUP_FIELDS)}); {_FIX}")
+    if not isinstance(data["groups"], list):
+        raise InputError(f"plan: field 'groups' must be a list, got {type(data['groups']).__name__}; {_FIX}")
+    if not isinstance(data.get("info", {}), dict):
+        raise InputError(f"plan: field 'info' must be an object, got {type(data['info']).__name__}; {_FIX}")
+    return data
+
+
+def _is_integer(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_field(entry: dict, i: int, name: str, kind: type) -> None:
+    if name not in entry:
+        raise InputError(f"plan: group {i} is missing field {name!r}; {_FIX}")
+    value = entry[name]
+    fits = all(map(_is_integer, value)) if kind is list and isinstance(value, list) else isinstance(value, kind)
+    if not fits or isinstance(value, bool):
+        raise InputError(f"plan: field {name!r} of group {i} must be {_KINDS[kind]}, got {value!r}; {_FIX}")
+
+
+def _group_plan(entry, i: int) -> GroupPlan:
+    """Group ``i`` of a plan read from JSON, each field checked."""
+    if not isinstance(entry, dict):
+        raise InputError(f"plan: group {i} must be an object with fields {', '.join(_GROUP_FIELDS)}; {_FIX}")
+    for name, kind in _GROUP_FIELDS.items():
+        _check_field(entry, i, name, kind)
+    unknown = sorted(set(entry) - set(_GROUP_FIELDS))
+    if unknown:
+        raise InputError(f"plan: group {i} has unknown field {unknown[0]!r}; {_FIX}")
+    if not set(entry["keep"]) <= set(entry["indices"]):
+        raise InputError(f"plan: field 'keep' of group {i} names channels not in its 'indices'; {_FIX}")
+    return GroupPlan(**entry)
 
 
 def kept_count(size: int, ratio: float, round_to: int) -> int:

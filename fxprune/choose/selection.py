@@ -57,7 +57,7 @@ class Chooser:
         self.rewrite = rewrite  # trial rewrites check that a MACs budget is met
         self.ratio, self.target_macs, self.round_to = ratio, target_macs, round_to
         self.refit = refit if refit is not None else getattr(self.criterion, "refit_after", False)
-        self._saved_state = None
+        self._saved_for, self._saved_state = None, None
         self.latency_plan_taken: bool | None = None  # set when allocation="latency" shares a budget
 
     @property
@@ -125,7 +125,8 @@ class Chooser:
         """Weights as traced, even when an earlier round refined them and its rewrite failed."""
         if not self.changes_weights:
             return
-        if self._saved_state is None:
+        if self._saved_for is not analysis.gm:  # a new graph (compress's eval-mode fallback, say)
+            self._saved_for = analysis.gm
             self._saved_state = {k: v.clone() for k, v in analysis.gm.state_dict().items()}
         else:
             analysis.gm.load_state_dict(self._saved_state)

@@ -24,7 +24,7 @@ import onnx
 import onnxruntime
 import torch
 
-from ..errors import FxpruneError
+from ..errors import FxpruneError, InputError, torch_message
 from ..graph.outputs import flat_outputs
 
 TOLERANCE = 1e-4
@@ -37,6 +37,8 @@ class ExportError(FxpruneError):
 
 @dataclass
 class ExportResult:
+    """What ``export_onnx`` returns: the file, and how far ONNX Runtime's outputs were from PyTorch's."""
+
     path: str
     max_abs_diff: float
     output_scale: float
@@ -163,14 +165,38 @@ def check_parity(path, model, example: tuple, tolerance: float = TOLERANCE, expo
     return result
 
 
+def _shapes(values: tuple) -> str:
+    return ", ".join(str(tuple(v.shape)) if isinstance(v, torch.Tensor) else repr(v) for v in values)
+
+
+def _outputs_on_example(model: torch.nn.Module, example: tuple) -> list:
+    """The model's outputs on ``example``; ``InputError`` naming the shapes it was compressed with when it fails."""
+    try:
+        with torch.no_grad():
+            return flat_outputs(model(*example))
+    except Exception as error:  # noqa: BLE001 — whatever the model raises, the example is at fault
+        specs = getattr(model, "fxprune_input_specs", None)
+        seen = ", ".join(f"{tuple(s['shape'])} {s['dtype']}" for s in specs or [])
+        advice = (f"it expects {seen}, the shapes compress saw (any batch size): pass an example of that shape"
+                  if seen else "pass an example of the shape the model expects")
+        reason = (torch_message(error).splitlines() or [""])[0][:300]
+        raise InputError(f"example: the model rejects inputs of shape {_shapes(example)} ({type(error).__name__}: "
+                         f"{reason}); {advice}") from error
+
+
 def export_onnx(model: torch.nn.Module, example, path, *, dynamic_batch: bool = True,
                 tolerance: float = TOLERANCE, exporter: str = "auto") -> ExportResult:
     """Export ``model`` to ``path``, validate it, and check ONNX Runtime matches PyTorch on ``example``.
 
     ``example``: a tensor or a tuple of the model's positional inputs. ``exporter``: "torchscript",
     "dynamo", or "auto" (TorchScript first — seconds rather than tens of seconds, and it handles the
-    traced GraphModules fxprune produces — then torch.export when it fails). Returns an
-    ``ExportResult`` whose ``max_abs_diff`` is the largest difference seen.
+    traced GraphModules fxprune produces — then torch.export when it fails).
+
+    Returns an ``ExportResult`` (not the difference alone): ``path``, ``max_abs_diff`` (the largest
+    difference between ONNX Runtime and PyTorch), ``output_scale``, ``relative``, ``tolerance`` and
+    the ``exporter`` used; printing it gives the line in the module docstring. Raises ``ExportError``
+    when no exporter succeeds or the difference exceeds ``tolerance``, and ``InputError`` when the
+    model rejects ``example``.
     """
     example = (example,) if isinstance(example, torch.Tensor) else tuple(example)
     if exporter != "auto" and exporter not in EXPORTERS:
@@ -180,8 +206,7 @@ def export_onnx(model: torch.nn.Module, example, path, *, dynamic_batch: bool = 
     training = model.training
     model.eval()
     try:
-        with torch.no_grad():
-            names = _names(example, flat_outputs(model(*example)))
+        names = _names(example, _outputs_on_example(model, example))
         used = _export_first_working(model, example, path, dynamic_batch, names, order)
         return check_parity(path, model, example, tolerance, used)
     finally:

@@ -6,12 +6,15 @@ leaf, pass ``concrete_args``, or prune a submodule that traces.
 
 from __future__ import annotations
 
+import inspect
 import traceback
 
 import torch
 import torch.fx
 
-from ..errors import TraceError
+from ..errors import InputError, TraceError, torch_message
+
+_PLAIN = (bool, int, float, str, type(None))
 
 
 class _Tracer(torch.fx.Tracer):
@@ -36,19 +39,47 @@ def _user_frame(error: BaseException) -> str:
     return "unknown location"
 
 
+def _check_concrete_args(model: torch.nn.Module, concrete_args) -> None:
+    if concrete_args is None:
+        return
+    if not isinstance(concrete_args, dict):
+        raise InputError(f"concrete_args: expected a dict of forward's argument names to values (like "
+                         f"{{'flag': True}}), got {type(concrete_args).__name__}")
+    names = list(inspect.signature(model.forward).parameters)
+    unknown = [name for name in concrete_args if name not in names]
+    if unknown:
+        raise InputError(f"concrete_args: {type(model).__name__}.forward has no argument {unknown[0]!r}; "
+                         f"its arguments are {', '.join(names)}")
+
+
+def _concrete_defaults(graph: torch.fx.Graph, concrete_args) -> None:
+    """Make each plain value in ``concrete_args`` its placeholder's default (FX keeps forward's own), so the
+    traced model runs without it, as it was traced; passing another value still fails FX's check."""
+    placeholders = {n.target: n for n in graph.nodes if n.op == "placeholder"}
+    for name, value in (concrete_args or {}).items():
+        node = placeholders.get(f"{name}_1")  # FX's name for the placeholder of a concrete value
+        if node is not None and isinstance(value, _PLAIN):
+            node.args = (value,)
+
+
 def trace(model: torch.nn.Module, leaf_types: tuple[type, ...] = (), concrete_args=None) -> torch.fx.GraphModule:
-    """Symbolically trace ``model``; raise ``TraceError`` that points at the untraceable line."""
+    """Symbolically trace ``model``; raise ``TraceError`` that points at the untraceable line.
+
+    ``concrete_args``: values of forward's arguments fixed while tracing (Python control flow on a flag).
+    """
     if isinstance(model, torch.fx.GraphModule):
         return model
+    _check_concrete_args(model, concrete_args)
     tracer = _Tracer(leaf_types)
     try:
         graph = tracer.trace(model, concrete_args=concrete_args)
     except Exception as error:  # FX raises many kinds; all mean "cannot trace"
         raise TraceError(
-            f"torch.fx cannot trace {type(model).__name__}: {type(error).__name__}: {error} "
+            f"torch.fx cannot trace {type(model).__name__}: {type(error).__name__}: {torch_message(error)} "
             f"(at {_user_frame(error)}). Ways out: mark the offending module as a leaf "
-            "(leaf_modules=(MyBlock,)), pass concrete_args for Python control flow on inputs, "
-            "or prune a submodule that traces with fxprune.compress_submodule."
+            "(leaf_modules=(MyBlock,)), fix the arguments Python control flow branches on "
+            "(concrete_args={'flag': True}), or prune a submodule that traces with fxprune.compress_submodule."
         ) from error
+    _concrete_defaults(graph, concrete_args)
     name = type(model).__name__
     return torch.fx.GraphModule(tracer.root, graph, name)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -51,7 +52,17 @@ def required_inputs(model: torch.nn.Module) -> int | None:
     return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty for p in parameters)
 
 
+def _refuse_dict(item, where: str) -> None:
+    """A tokenizer's output (``{"input_ids": ..., "attention_mask": ...}``) cannot be traced as one argument yet."""
+    if isinstance(item, Mapping):
+        keys = ", ".join(map(repr, item))
+        example = ", ".join(f"batch[{key!r}]" for key in item) + ("," if len(item) == 1 else "")
+        raise InputError(f"data: {where} is a dict with keys {keys}; dict batches are not supported by this capture "
+                         f"yet: pass the tensors as a tuple in the model's argument order, e.g. ({example})")
+
+
 def _to_batch(item, where: str, required: int | None = None) -> Batch:
+    _refuse_dict(item, where)
     if isinstance(item, torch.Tensor):
         return Batch((item,))
     pair = isinstance(item, (tuple, list)) and len(item) == 2
@@ -95,6 +106,7 @@ def as_batches(data, max_batches: int | None = None, device: torch.device | None
     if data is None:
         raise InputError("data: got None; pass a tensor of example inputs, an (inputs, targets) pair, "
                          "or a DataLoader")
+    _refuse_dict(data, "the value given")
     if isinstance(data, (torch.Tensor, tuple)):  # one batch; a list is a list of batches
         batches = [_to_batch(data, "the value given", required)]
     else:
@@ -109,6 +121,21 @@ def as_batches(data, max_batches: int | None = None, device: torch.device | None
         _check_device(batch, f"batch {i}", device)
         _check_finite(batch, f"batch {i}")
     return batches[:max_batches] if max_batches else batches
+
+
+IGNORED_TARGET = -100  # cross-entropy's default ignore_index
+
+
+def check_targets(batch: Batch, classes: int | None, where: str) -> None:
+    """Refuse class-index targets outside ``[0, classes)`` before a cross-entropy meets them."""
+    targets = batch.targets
+    if classes is None or targets is None or targets.is_floating_point() or targets.dim() != 1:
+        return
+    labels = targets[targets != IGNORED_TARGET]
+    wrong = labels[(labels < 0) | (labels >= classes)]
+    if wrong.numel():
+        raise InputError(f"data: the targets of {where} hold class {int(wrong[0])} but the model outputs {classes} "
+                         f"classes; targets must be class indices in [0, {classes})")
 
 
 def example_inputs(batches: list[Batch], samples: int = 1) -> tuple:

@@ -10,6 +10,7 @@ the eval graph is compressed alone and the result lists the modules it dropped.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import warnings
 
@@ -18,6 +19,7 @@ import torch.fx
 
 from ..errors import InputError
 from .capture import trace
+from .module_copy import with_own_buffers
 from .outputs import compare
 from .shapes import ShapeShortcuts, propagate_shapes
 
@@ -48,6 +50,21 @@ def _reads_training_flag(model: torch.nn.Module) -> bool:
     return False
 
 
+@contextlib.contextmanager
+def _buffers_restored(model: torch.nn.Module):
+    """Every buffer of ``model`` as it was before the body: the same tensor, with the same values."""
+    saved = [(module, name, buffer, buffer._version, buffer.clone())
+             for module in model.modules() for name, buffer in module._buffers.items() if buffer is not None]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for module, name, buffer, version, value in saved:
+                module._buffers[name] = buffer
+                if buffer._version != version:
+                    buffer.copy_(value)
+
+
 def training_graph(model: torch.nn.Module, eval_gm: torch.fx.GraphModule, inputs: tuple,
                    leaf_modules=(), shortcuts: ShapeShortcuts | None = None) -> torch.fx.GraphModule | None:
     """The graph traced in training mode, with shapes, when it uses layers ``eval_gm`` does not; else None.
@@ -55,20 +72,23 @@ def training_graph(model: torch.nn.Module, eval_gm: torch.fx.GraphModule, inputs
     A graph that differs only in flags (``stochastic_depth(..., training=True)``) needs nothing
     more: the layers are the same, and the result follows the mode it is put in.
 
-    Expects the model's modules in eval mode (shapes are computed without touching BatchNorm
-    statistics) and leaves them so.
+    Expects the model's modules in eval mode and leaves them so, with every buffer as it was: the
+    trace runs the model's Python code, which may count batches (timm's ``BatchNormAct2d``). The
+    graph holds copies of the buffers, since running it updates BatchNorm statistics.
     """
     if not _reads_training_flag(model):
         return None
     model.train()
     try:
-        train_gm = trace(model, tuple(leaf_modules))
+        with _buffers_restored(model):
+            train_gm = trace(model, tuple(leaf_modules))
     except Exception:  # a model that traces only in eval mode is compressed in eval mode
         return None
     finally:
         model.eval()
     if not _layers(train_gm.graph) - _layers(eval_gm.graph):
         return None
+    train_gm = torch.fx.GraphModule(with_own_buffers(train_gm), train_gm.graph, type(train_gm).__name__)
     try:
         propagate_shapes(train_gm, inputs, shortcuts)
     except InputError as error:

@@ -37,6 +37,13 @@ def copy_module(module: torch.nn.Module, convert: Callable[[torch.Tensor], torch
     return clone
 
 
+def with_own_buffers(module: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``module`` that shares its parameters and holds copies of its buffers (and tensor
+    constants): for runs that may write buffers in place (BatchNorm statistics in training mode).
+    A GraphModule's copy has no ``forward`` (FX makes a class per instance): run it with an ``Interpreter``."""
+    return copy_module(module, torch.clone, {id(p): p for p in module.parameters()})
+
+
 def _copied_attribute(value, convert, memo):
     if isinstance(value, torch.Tensor):
         if id(value) not in memo:

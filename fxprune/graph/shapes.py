@@ -7,14 +7,16 @@ the caller passes those shortcuts (``rules.shape_shortcuts()``: each is a fact o
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Mapping
 
 import torch
 import torch.fx
+import torch.nn.functional as F
 from torch.fx.passes.shape_prop import TensorMetadata
 
-from ..errors import InputError
-from .module_copy import copy_module
+from ..errors import InputError, torch_message
+from .module_copy import copy_module, with_own_buffers
 
 # A module type -> a check of the module against its input, for modules whose output has the input's shape.
 ShapeShortcuts = Mapping[type, Callable[[torch.nn.Module, torch.Tensor], None]]
@@ -117,10 +119,7 @@ def propagate_shapes(gm: torch.fx.GraphModule, inputs: tuple, shortcuts: ShapeSh
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     required = [n.target for n in placeholders if not n.args]  # a placeholder's args hold its default
     if not len(required) <= len(inputs) <= len(placeholders):
-        counts = f"{len(required)} to {len(placeholders)}" if len(required) < len(placeholders) else len(required)
-        raise InputError(f"data: the model takes {counts} input(s) ({', '.join(n.target for n in placeholders)}) "
-                         f"but got {len(inputs)}; "
-                         "pass several inputs as a tuple (x, y)")
+        raise InputError(_count_message(placeholders, len(required), inputs))
     try:
         record_shapes(gm, inputs, shortcuts)
     except Exception as error:
@@ -128,8 +127,53 @@ def propagate_shapes(gm: torch.fx.GraphModule, inputs: tuple, shortcuts: ShapeSh
         shapes = ", ".join(str(tuple(t.shape)) for t in inputs if isinstance(t, torch.Tensor))
         raise InputError(
             f"data: the model rejects inputs of shape {shapes}{f' at node {node}' if node else ''}: "
-            f"{type(error).__name__}: {error}. Pass inputs the model accepts{_dtype_hint(inputs)}."
+            f"{type(error).__name__}: {torch_message(error)}. Pass inputs the model accepts{_dtype_hint(inputs)}."
         ) from error
+
+
+def _count_message(placeholders: list[torch.fx.Node], required: int, inputs: tuple) -> str:
+    names = ", ".join(n.target for n in placeholders)
+    if len(placeholders) == 1 and len(inputs) == 2 and _looks_like_soft_targets(inputs[1]):
+        return (f"data: the model takes 1 input ({names}) but got 2, and the second looks like one-hot or probability "
+                "targets; targets must be class indices (int64), e.g. (x, targets.argmax(1))")
+    counts = f"{required} to {len(placeholders)}" if required < len(placeholders) else required
+    return (f"data: the model takes {counts} input(s) ({names}) but got {len(inputs)}; "
+            "pass several inputs as a tuple (x, y)")
+
+
+def _looks_like_soft_targets(value) -> bool:
+    """A float matrix of values in [0, 1]: one-hot, multi-hot or probability rows."""
+    if not isinstance(value, torch.Tensor) or not value.is_floating_point() or value.dim() != 2:
+        return False
+    return value.device.type != "meta" and bool(((value >= 0) & (value <= 1)).all())
+
+
+_CONV_FUNCTIONS = {F.conv1d: 3, F.conv2d: 4, F.conv3d: 5}
+
+
+def _convolution_reading(gm: torch.fx.GraphModule, node: torch.fx.Node) -> tuple[str, int] | None:
+    """The first convolution that reads ``node`` as its input, and how many dims it takes with the batch."""
+    for user in node.users:
+        if not user.args or user.args[0] is not node:
+            continue
+        if user.op == "call_module":
+            module = gm.get_submodule(user.target)
+            if isinstance(module, torch.nn.modules.conv._ConvNd):
+                return f"{user.target} ({type(module).__name__})", len(module.kernel_size) + 2
+        if user.op == "call_function" and user.target in _CONV_FUNCTIONS:
+            return f"{user.name} ({user.target.__name__})", _CONV_FUNCTIONS[user.target]
+    return None
+
+
+def check_batch_dims(gm: torch.fx.GraphModule, inputs: tuple) -> None:
+    """Refuse an input that its first convolution would read as unbatched: fxprune takes dim 0 as the batch."""
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    for node, tensor in zip(placeholders, inputs):
+        found = _convolution_reading(gm, node) if isinstance(tensor, torch.Tensor) else None
+        if found and tensor.dim() == found[1] - 1:
+            raise InputError(f"data: got shape {tuple(tensor.shape)} for {node.target}, but {found[0]} takes "
+                             f"{found[1]} dims with the batch first: missing batch dimension? "
+                             f"use {node.target}.unsqueeze(0)")
 
 
 def record_shapes(gm: torch.fx.GraphModule, inputs: tuple, shortcuts: ShapeShortcuts | None = None) -> None:
@@ -138,7 +182,8 @@ def record_shapes(gm: torch.fx.GraphModule, inputs: tuple, shortcuts: ShapeShort
     Only shapes are needed, and a meta run computes them without arithmetic (resnet50, batch 1:
     0.03 s against 0.15 s for a real run). Code that needs values (``.item()``, data-dependent shapes,
     tensors made on the CPU inside ``forward``) fails on meta; the real run then decides, so its
-    errors are the ones a user sees.
+    errors are the ones a user sees. It runs on copies of the buffers: a graph traced in training
+    mode updates BatchNorm statistics, and ``gm``'s buffers may be the user's.
     """
     with torch.no_grad():
         try:
@@ -146,12 +191,20 @@ def record_shapes(gm: torch.fx.GraphModule, inputs: tuple, shortcuts: ShapeShort
             return
         except Exception:
             pass
-        ShapePropagation(gm).propagate(*inputs)
+        ShapePropagation(with_own_buffers(gm), graph=gm.graph).propagate(*inputs)
 
 
 def _dtype_hint(inputs: tuple) -> str:
     kinds = sorted({str(t.dtype) for t in inputs if isinstance(t, torch.Tensor) and not t.is_floating_point()})
     return f" (the data holds {', '.join(kinds)} values: does the model expect x.float()?)" if kinds else ""
+
+
+def output_classes(gm: torch.fx.GraphModule) -> int | None:
+    """The classes a cross-entropy on the first output sees: its size per sample (None without such an output)."""
+    output = next(n for n in reversed(gm.graph.nodes) if n.op == "output")
+    shapes = tensor_shapes(output)
+    shape = shapes[()] if () in shapes else shapes.get((0,))
+    return math.prod(shape[1:]) if shape is not None and len(shape) >= 2 else None
 
 
 def tensor_shapes(node: torch.fx.Node) -> dict[tuple[int, ...], torch.Size]:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
-from ..graph.inputs import Batch, as_batches
+from ..graph.inputs import Batch, as_batches, check_targets
 
 
 def _logits(outputs) -> torch.Tensor:
@@ -72,8 +72,9 @@ def finetune(model: torch.nn.Module, data, *, teacher: torch.nn.Module | None = 
             batch = _moved(item if isinstance(item, Batch) else as_batches(item)[0], device)
             with torch.no_grad():
                 target_logits = _logits(teacher(*batch.inputs)) if teacher is not None else None
-            loss = distillation_loss(_logits(student(*batch.inputs)), target_logits, batch.targets,
-                                     temperature, kd_weight)
+            logits = _logits(student(*batch.inputs))
+            check_targets(batch, logits.shape[1] if logits.dim() > 1 else None, f"batch {step}")
+            loss = distillation_loss(logits, target_logits, batch.targets, temperature, kd_weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if max_grad_norm is not None:

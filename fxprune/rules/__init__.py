@@ -17,6 +17,7 @@ from . import (  # noqa: F401
 )
 from .base import (
     Freeze,
+    Lazy,
     NodeView,
     Observe,
     Relation,
@@ -33,5 +34,5 @@ from .base import (
     unregister,
 )
 
-__all__ = ["Freeze", "NodeView", "Observe", "Relation", "Rule", "Tie", "describe_key", "find_rule", "register",
+__all__ = ["Freeze", "Lazy", "NodeView", "Observe", "Relation", "Rule", "Tie", "describe_key", "find_rule", "register",
            "registered_keys", "rule_for", "rule_key", "same_dims", "shape_shortcuts", "unregister"]

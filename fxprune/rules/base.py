@@ -35,6 +35,7 @@ A user adds a rule for an op fxprune does not know with the same call (``fxprune
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterable
 
@@ -88,7 +89,34 @@ class Rule:
     refit: Callable[[torch.nn.Module], bool] | None = None
 
 
+@dataclass(frozen=True)
+class Lazy:
+    """A target named by where it is defined, ``"package.module:name"``, so that registering its rule
+    does not import its module (torchvision's models, say). It stands for the object once that module
+    is imported: a node can call the object only after that, so every lookup first swaps the lazy keys
+    of imported modules for the objects (``_resolve_imported``) and a rule applies as if registered by object.
+    """
+
+    path: str
+
+    def __post_init__(self):
+        if self.path.count(":") != 1:
+            raise ValueError(f"Lazy: expected 'package.module:name', got {self.path!r}")
+
+    @property
+    def module(self) -> str:
+        return self.path.partition(":")[0]
+
+    def imported(self):
+        """The object, or None while its module is not imported."""
+        return getattr(sys.modules.get(self.module), self.path.partition(":")[2], None)
+
+    def matches(self, target) -> bool:
+        return target is not None and self.imported() is target
+
+
 _REGISTRY: dict[tuple[str, object], Rule] = {}
+_LAZY: set[Lazy] = set()  # lazy targets whose module was not imported at the last lookup
 
 
 def rule_key(node: torch.fx.Node, gm: torch.fx.GraphModule) -> tuple[str, object]:
@@ -106,6 +134,9 @@ _NODE_KINDS = ("placeholder", "output", "get_attr")
 
 
 def _key_of(target) -> tuple[str, object]:
+    if isinstance(target, Lazy):
+        resolved = target.imported()
+        return ("lazy", target) if resolved is None else _key_of(resolved)
     if isinstance(target, str) and target in _NODE_KINDS:
         return (target, None)
     if isinstance(target, str):
@@ -115,9 +146,19 @@ def _key_of(target) -> tuple[str, object]:
     return ("function", target)
 
 
+def _resolve_imported() -> None:
+    """Key the rules of lazy targets whose modules are now imported by the objects themselves."""
+    for target in [t for t in _LAZY if t.imported() is not None]:
+        _LAZY.discard(target)
+        rule = _REGISTRY.pop(("lazy", target), None)
+        if rule is not None:
+            _REGISTRY.setdefault(_key_of(target), rule)
+
+
 def register(*targets, shrink: Callable | None = None, normalizes=None, latency: str | None = None,
              same_shape=None, refit=None):
-    """Register the decorated ``couple`` function for each target (module class, function, method name).
+    """Register the decorated ``couple`` function for each target (module class, function, method name,
+    or a ``Lazy("module:name")`` that names a class or function without importing its module).
 
     The keywords are the op's other facts (module docstring). Decorators stack, so one ``couple``
     can serve targets whose facts differ. The node kinds ``"placeholder"``, ``"output"`` and
@@ -126,15 +167,18 @@ def register(*targets, shrink: Callable | None = None, normalizes=None, latency:
     """
     if latency not in LATENCY_CLASSES:
         raise ValueError(f"latency: expected one of {LATENCY_CLASSES}, got {latency!r}")
-    if same_shape is not None and not all(isinstance(t, type) for t in targets):
+    if same_shape is not None and not all(isinstance(t, (type, Lazy)) for t in targets):
         raise ValueError("same_shape applies to module types only")
 
     def decorate(couple):
         rule = Rule(couple.__name__, couple, shrink, normalizes, latency, same_shape, refit)
+        _resolve_imported()
         for key in dict.fromkeys(_key_of(t) for t in targets):  # aliases (torch.einsum) count once
             if key in _REGISTRY:
                 raise ValueError(f"a rule for {describe_key(key)} is registered twice")
             _REGISTRY[key] = rule
+            if key[0] == "lazy":
+                _LAZY.add(key[1])
         return couple
 
     return decorate
@@ -142,25 +186,41 @@ def register(*targets, shrink: Callable | None = None, normalizes=None, latency:
 
 def unregister(*targets) -> None:
     """Remove the rules of ``targets`` (a user's own, say, after a test)."""
+    _resolve_imported()
     for target in targets:
-        _REGISTRY.pop(_key_of(target), None)
+        key = _key_of(target)
+        _REGISTRY.pop(key, None)
+        if key[0] == "lazy":
+            _LAZY.discard(key[1])
 
 
 def rule_for(node: torch.fx.Node, gm: torch.fx.GraphModule) -> Rule | None:
     """The rule of a node, or None when fxprune knows no rule for its op."""
-    return _REGISTRY.get(rule_key(node, gm))
+    return find_rule(rule_key(node, gm))
 
 
 def shape_shortcuts() -> dict[type, Callable]:
-    """Module types whose output has their input's shape, with the checks their kernels make."""
-    return {key[1]: rule.same_shape for key, rule in _REGISTRY.items() if rule.same_shape is not None}
+    """Module types whose output has their input's shape, with the checks their kernels make.
+
+    Types named lazily join once their module is imported (before that no model can hold one).
+    """
+    _resolve_imported()
+    return {key[1]: rule.same_shape for key, rule in _REGISTRY.items()
+            if rule.same_shape is not None and key[0] == "module"}
 
 
 def find_rule(key: tuple[str, object]) -> Rule | None:
-    return _REGISTRY.get(key)
+    """The rule registered for a key (``rule_key``), lazily named targets included."""
+    rule = _REGISTRY.get(key)
+    if rule is None and _LAZY:
+        _resolve_imported()
+        rule = _REGISTRY.get(key)
+    return rule
 
 
 def registered_keys() -> list[tuple[str, object]]:
+    """Every key; ``("lazy", Lazy(...))`` for a lazily named target whose module is not imported yet."""
+    _resolve_imported()
     return list(_REGISTRY)
 
 
@@ -172,6 +232,8 @@ def describe_key(key: tuple[str, object]) -> str:
         return f"function {getattr(target, '__module__', '')}.{getattr(target, '__name__', target)}"
     if kind == "method":
         return f"method Tensor.{target}"
+    if kind == "lazy":
+        return f"{target.path} (not imported yet)"
     return kind
 
 

@@ -13,10 +13,13 @@ import operator
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torchvision.ops.stochastic_depth import StochasticDepth, stochastic_depth
 
 from ..graph.tensors import DimRef
-from .base import NodeView, Tie, register, same_dims
+from .base import Lazy, NodeView, Tie, register, same_dims
+
+# torchvision's, named so that ``import fxprune`` does not import torchvision (and with it its models)
+STOCHASTIC_DEPTH = Lazy("torchvision.ops.stochastic_depth:StochasticDepth")
+STOCHASTIC_DEPTH_FUNCTION = Lazy("torchvision.ops.stochastic_depth:stochastic_depth")
 
 # Runtimes fold these into the conv or linear layer they follow (choose.cost: latency="fusable").
 FUSABLE_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Hardtanh)
@@ -27,12 +30,12 @@ FREE_FUNCTIONS = (F.dropout, F.dropout1d, F.dropout2d, F.dropout3d)
 FREE_METHODS = ("contiguous", "detach", "float", "to", "type")
 UNARY_MODULES = (
     nn.GELU, nn.SiLU, nn.Sigmoid, nn.Hardsigmoid, nn.Hardswish, nn.Tanh, nn.Mish, nn.ELU, nn.SELU, nn.CELU,
-    nn.Softplus, nn.Softsign, nn.Tanhshrink, StochasticDepth,
+    nn.Softplus, nn.Softsign, nn.Tanhshrink, STOCHASTIC_DEPTH,
 )
 UNARY_FUNCTIONS = (
     F.gelu, F.silu, F.hardswish, F.hardsigmoid, F.elu, F.mish, F.softplus, F.tanh, F.sigmoid,
     torch.sigmoid, torch.tanh, torch.exp, torch.abs, torch.neg, torch.sqrt, torch.clamp,
-    torch.nn.functional.relu_, torch.square, torch.rsqrt, stochastic_depth, operator.neg,
+    torch.nn.functional.relu_, torch.square, torch.rsqrt, STOCHASTIC_DEPTH_FUNCTION, operator.neg,
 )
 UNARY_METHODS = (
     "relu", "relu_", "sigmoid", "sigmoid_", "tanh", "exp", "abs", "neg", "sqrt", "rsqrt", "clamp",

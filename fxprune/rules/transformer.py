@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import numpy as np
 import torch.nn as nn
-import torchvision.models.swin_transformer as swin
-import torchvision.models.video.swin_transformer as swin3d
 
 from ..graph.tensors import DimRef
 from . import pruned_ops
-from .base import Freeze, NodeView, Tie, register
+from .base import Freeze, Lazy, NodeView, Tie, register
+
+# torchvision's Swin functions, named so that ``import fxprune`` does not import torchvision's models
+SWIN_ATTENTION = Lazy("torchvision.models.swin_transformer:shifted_window_attention")
+SWIN3D_ATTENTION = Lazy("torchvision.models.video.swin_transformer:shifted_window_attention_3d")
+PATCH_MERGING_PAD = Lazy("torchvision.models.swin_transformer:_patch_merging_pad")
 
 
 def head_ties(qkv: str, proj: str, num_heads: int, qk_rows: int, v_rows: int, keep_qk: str | None = None):
@@ -109,7 +112,8 @@ _WINDOW_3D_ARGS = [name for name in _WINDOW_ARGS if name != "logit_scale"]
 
 
 def _window_args(view: NodeView) -> dict:
-    three_d = view.node.target in (swin3d.shifted_window_attention_3d, pruned_ops.window_attention_3d)
+    target = view.node.target
+    three_d = target is pruned_ops.window_attention_3d or SWIN3D_ATTENTION.matches(target)
     named = dict(zip(_WINDOW_3D_ARGS if three_d else _WINDOW_ARGS, view.node.args))
     named.update(view.node.kwargs)
     if "input" in named:  # Swin3D's name for the tokens
@@ -117,15 +121,19 @@ def _window_args(view: NodeView) -> dict:
     return named
 
 
-_REPLACEMENTS = {swin.shifted_window_attention: pruned_ops.window_attention,
-                 swin3d.shifted_window_attention_3d: pruned_ops.window_attention_3d}
+_REPLACEMENTS = {SWIN_ATTENTION: pruned_ops.window_attention, SWIN3D_ATTENTION: pruned_ops.window_attention_3d}
+
+
+def _replacement(target):
+    """The ``pruned_ops`` attention that replaces torchvision's ``target`` (``target`` itself otherwise)."""
+    return next((new for old, new in _REPLACEMENTS.items() if old.matches(target)), target)
 
 
 def _replace_window_attention(view: NodeView, ctx):
     """Call the ``pruned_ops`` window attention with the widths the pruned weights now have."""
     args = _window_args(view)
     heads = args["num_heads"]
-    replacement = _REPLACEMENTS.get(view.node.target, view.node.target)
+    replacement = _replacement(view.node.target)
     if replacement is not view.node.target:  # torchvision's: its logit scale came from the stream width
         args["scale"] = (view.shape(view.key_of(args["x"]))[-1] // heads) ** -0.5
     qkv, proj = view.key_of(args["qkv_weight"]), view.key_of(args["proj_weight"])
@@ -152,7 +160,7 @@ def window_attention(view: NodeView):
     yield from head_ties(qkv, proj, args["num_heads"], qk_rows, v_rows, keep_qk=cosine)
 
 
-@register(swin._patch_merging_pad)
+@register(PATCH_MERGING_PAD)
 def patch_merging(view: NodeView):
     """(…, H, W, C) → (…, H/2, W/2, 4C): output channel ``k·C + c`` is input channel ``c``."""
     x = view.key_of(view.arg(0))

@@ -12,14 +12,14 @@ lives beside Swin's in ``transformer.py`` and installs ``pruned_ops.window_atten
 
 from __future__ import annotations
 
-from torchvision.models.video import mvit
-
 from ..graph.shapes import tensor_shapes
-from .base import NodeView, register, same_dims
+from .base import Lazy, NodeView, register, same_dims
 from .reshape import regroup_ties
 
+MVIT = "torchvision.models.video.mvit"  # named, not imported: ``import fxprune`` stays light
 
-@register(mvit._unsqueeze)
+
+@register(Lazy(f"{MVIT}:_unsqueeze"))
 def mvit_unsqueeze(view: NodeView):
     """Returns ``(x maybe unsqueezed, x.dim())``: element 0 is a view of ``x``."""
     x = view.key_of(view.arg(0))
@@ -28,13 +28,13 @@ def mvit_unsqueeze(view: NodeView):
     return regroup_ties(view, x, view.out((0,)))
 
 
-@register(mvit._squeeze)
+@register(Lazy(f"{MVIT}:_squeeze"))
 def mvit_squeeze(view: NodeView):
     x = view.key_of(view.arg(0))
     return regroup_ties(view, x, view.out()) if x else []
 
 
-@register(mvit._add_shortcut)
+@register(Lazy(f"{MVIT}:_add_shortcut"))
 def mvit_add_shortcut(view: NodeView):
     """``x += shortcut`` (on all tokens or all but the class token): every dim tied across the three."""
     x, shortcut = view.key_of(view.arg(0)), view.key_of(view.arg(1))

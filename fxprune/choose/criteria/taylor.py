@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from ...analysis.analyze import Analysis
+from ...graph.inputs import check_targets
+from ...graph.shapes import output_classes
 from ...graph.tensors import param_name
 from .magnitude import parameter
 
@@ -27,6 +29,9 @@ def taylor(analysis: Analysis, batches) -> list[np.ndarray]:
     gm = analysis.gm
     named = {n: p for n, p in gm.named_parameters() if p.requires_grad}
     totals = {name: torch.zeros_like(p) for name, p in named.items()}
+    classes = output_classes(gm)
+    for i, batch in enumerate(batches):
+        check_targets(batch, classes, f"batch {i}")
     for batch in batches:
         loss = classification_loss(gm(*batch.inputs), batch.targets)
         grads = torch.autograd.grad(loss, list(named.values()), allow_unused=True)  # leaves .grad alone

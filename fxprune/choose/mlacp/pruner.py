@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
@@ -22,9 +22,10 @@ from tqdm.auto import tqdm
 
 from ...analysis.analyze import Analysis
 from ...analysis.sites import GroupSite, group_sites
-from ...errors import FxpruneError
-from ...graph.inputs import Batch
+from ...errors import FxpruneError, InputError
+from ...graph.inputs import Batch, check_targets
 from ...graph.partial_run import Prefixes, run_from
+from ...graph.shapes import output_classes
 from ...graph.tensors import param_name
 from ..criteria.magnitude import per_index
 from .compensation import least_squares_start
@@ -93,14 +94,23 @@ class MLACP:
     calibration_batches: int | None = None
     least_squares: bool = True
     progress: bool = True
-    log: list[GroupRecord] = field(default_factory=list, repr=False)
+    log: list[GroupRecord] = field(default_factory=list, repr=False, init=False)
 
     refines_weights = True  # tells compress to give it a private copy and keep its weights
+
+    def __new__(cls, *args, **options):
+        """Refuse an option MLACP does not have with the list of those it has (not a bare TypeError)."""
+        accepted = [f.name for f in fields(cls) if f.init]
+        unknown = [name for name in options if name not in accepted]
+        if unknown or len(args) > len(accepted):
+            what = f"unknown option {unknown[0]!r}" if unknown else f"{len(args)} positional options"
+            raise InputError(f"MLACP: {what}; it accepts {', '.join(accepted)}")
+        return super().__new__(cls)
 
     def __post_init__(self):
         unknown = set(self.terms) - set(TERMS)
         if unknown or not self.terms:
-            raise ValueError(f"MLACP terms: expected a non-empty subset of {TERMS}, got {self.terms!r}")
+            raise InputError(f"MLACP terms: expected a non-empty subset of {TERMS}, got {self.terms!r}")
 
     def prune(self, analysis: Analysis, batches: list[Batch], keep_counts: list[int]) -> list[np.ndarray]:
         """Choose and refine, group after group; return scores whose top ``keep_counts`` are the kept channels."""
@@ -130,6 +140,9 @@ class MLACP:
         return scores
 
     def _calibrate(self, gm, batches: list[Batch], wanted: set[str]) -> _Calibration:
+        classes = output_classes(gm) if "classification" in self.terms else None
+        for i, batch in enumerate(batches):
+            check_targets(batch, classes, f"batch {i}")
         baseline = copy.deepcopy(gm)
         labels, features = [], []
         with torch.no_grad():
