@@ -46,14 +46,16 @@ def _module_names(ignore) -> tuple[str, ...]:
     return names
 
 
-def _prune(model, inputs, leaf_modules, choose_plan, ignore=(), copy_weights=False, concrete_args=None, given=None):
+def _prune(model, inputs, leaf_modules, choose_plan, ignore=(), copy_weights=False, concrete_args=None, given=None,
+           capture="auto"):
     """Trace (in training mode too when the graph depends on it), plan and rewrite; the pruned model and plan.
 
     ``copy_weights``: work on a copy of the traced weights (for methods that change kept weights),
     so the user's model stays as it was. ``given``: the first batch, which ``inputs`` are the first rows of.
     """
-    gm = traced(model, inputs, leaf_modules, concrete_args, given)
-    train_gm = training_graph(model, gm, inputs, leaf_modules, shape_shortcuts())  # auxiliary heads are pruned too
+    gm = traced(model, inputs, leaf_modules, concrete_args, given, capture)
+    exported = gm.meta.get("fxprune_capture") == "export"  # one capture, in eval mode
+    train_gm = None if exported else training_graph(model, gm, inputs, leaf_modules, shape_shortcuts())  # aux heads
     gm = train_gm or gm
     gm = copy.deepcopy(gm) if copy_weights else gm
     small, _, plan = plan_and_rewrite(gm, inputs, choose_plan, ignore)
@@ -80,7 +82,8 @@ def _in_both_modes(model, small, gm, inputs, leaf_modules, choose, ignore, concr
 def compress(model: torch.nn.Module, data, ratio: float = 0.5, *, method="l1", ignore=(), round_to: int = 8,
              leaf_modules=(), max_batches: int | None = 8, target_macs: float | None = None,
              refit: bool | None = None, recalibrate_bn: bool = False,
-             allocation: str = "score", concrete_args: dict | None = None) -> torch.fx.GraphModule:
+             allocation: str = "score", concrete_args: dict | None = None,
+             capture: str = "auto") -> torch.fx.GraphModule:
     """Return a physically smaller copy of ``model`` with ``ratio`` of every prunable group's channels removed.
 
     >>> small = compress(torchvision.models.resnet18(), torch.randn(2, 3, 64, 64), ratio=0.5)  # doctest: +SKIP
@@ -89,7 +92,8 @@ def compress(model: torch.nn.Module, data, ratio: float = 0.5, *, method="l1", i
     ``ignore``: names of modules whose parameters must keep their shape. The plan is kept as
     ``small.fxprune_plan``; the user's model is left as it was. ``concrete_args``: values of forward's
     arguments fixed while tracing, for Python control flow on them (``{"flag": True}``); the result
-    takes them as defaults.
+    takes them as defaults. ``capture``: ``"auto"`` (torch.fx, then ``torch.export`` for models FX
+    cannot trace), ``"fx"`` or ``"export"``.
     ``round_to``: kept channel counts are multiples of it (8 by default: CPU and GPU kernels run
     markedly faster on such widths; a group smaller than it is not rounded); 1 disables rounding.
     ``method``: a criterion name (``l1``, ``reconstruction``, ...), a layer-wise method (``mlacp`` and
@@ -115,7 +119,7 @@ def compress(model: torch.nn.Module, data, ratio: float = 0.5, *, method="l1", i
 
     with evaluating(model):
         small, plan = _prune(model, inputs, leaf_modules, choose, ignore, copy_weights=choose.changes_weights,
-                             concrete_args=concrete_args, given=batches[0].inputs)
+                             concrete_args=concrete_args, given=batches[0].inputs, capture=capture)
         if recalibrate_bn and plan.removed_channels:
             recalibrate_batch_norms(small, batches)
     small.fxprune_plan = plan
@@ -126,23 +130,25 @@ def compress(model: torch.nn.Module, data, ratio: float = 0.5, *, method="l1", i
     return small
 
 
-def analyze(model: torch.nn.Module, example, *, ignore=(), leaf_modules=(), concrete_args=None) -> Report:
+def analyze(model: torch.nn.Module, example, *, ignore=(), leaf_modules=(), concrete_args=None,
+            capture: str = "auto") -> Report:
     """The coupled channel groups of ``model``: what can be pruned, and why the rest cannot."""
     if not isinstance(model, torch.nn.Module):
         raise InputError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
     batches = as_batches(example, 1, required=required_inputs(model))
     inputs = example_inputs(batches)
     with evaluating(model):
-        gm = traced(model, inputs, leaf_modules, concrete_args, batches[0].inputs)
+        gm = traced(model, inputs, leaf_modules, concrete_args, batches[0].inputs, capture)
         return Report(analyze_graph(gm, _module_names(ignore)))
 
 
 def apply_plan(model: torch.nn.Module, example, plan: Plan, *, leaf_modules=(),
-               concrete_args=None) -> torch.fx.GraphModule:
+               concrete_args=None, capture: str = "auto") -> torch.fx.GraphModule:
     """Re-apply a saved plan to a fresh instance of the model it was made for (traced as ``compress`` traced it)."""
     inputs = example_inputs(as_batches(example, 1, required=required_inputs(model)))
     with evaluating(model):
-        small, _ = _prune(model, inputs, leaf_modules, lambda analysis: plan, concrete_args=concrete_args)
+        small, _ = _prune(model, inputs, leaf_modules, lambda analysis: plan, concrete_args=concrete_args,
+                          capture=capture)
     small.fxprune_plan = plan
     small.fxprune_input_specs = input_specs(inputs)
     small.train(model.training)

@@ -20,7 +20,7 @@ import torch.fx
 from .analysis.analyze import Analysis, analyze_graph
 from .choose.plan import Plan
 from .errors import RewriteError
-from .graph.capture import trace
+from .graph.capture import capture_graph
 from .graph.shapes import check_batch_dims, propagate_shapes, tensor_shapes
 from .graph.tensors import DimRef, output_key
 from .rewrite.apply import rewrite
@@ -42,13 +42,14 @@ def evaluating(model: torch.nn.Module):
 
 
 def traced(model: torch.nn.Module, inputs: tuple, leaf_modules=(), concrete_args=None,
-           given: tuple | None = None) -> torch.fx.GraphModule:
+           given: tuple | None = None, capture: str = "auto") -> torch.fx.GraphModule:
     """Stage 1: the model as a GraphModule whose nodes carry the shapes ``inputs`` give them.
 
     ``concrete_args``: values of forward's arguments fixed while tracing (see ``graph.capture.trace``).
+    ``capture``: ``"auto"``, ``"fx"`` or ``"export"`` (see ``graph.capture``).
     ``given``: the tensors the caller passed, when ``inputs`` are their first rows (errors name their shapes).
     """
-    gm = trace(model, tuple(leaf_modules), concrete_args)
+    gm = capture_graph(model, given if given is not None else inputs, capture, tuple(leaf_modules), concrete_args)
     check_batch_dims(gm, given if given is not None else inputs)
     propagate_shapes(gm, inputs, shape_shortcuts())
     return gm

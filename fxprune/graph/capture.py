@@ -1,5 +1,7 @@
-"""Trace a model to an FX GraphModule (shapes are recorded by ``graph.shapes``).
+"""Capture a model as an FX GraphModule (shapes are recorded by ``graph.shapes``).
 
+``capture``: ``"fx"`` (symbolic tracing), ``"export"`` (``torch.export``, see ``graph.exported``) or
+``"auto"``: FX first — fast, and what every FX-traceable model got before — then ``torch.export``.
 Failures become ``TraceError`` naming the user's code, with the ways out: mark the module as a
 leaf, pass ``concrete_args``, or prune a submodule that traces.
 """
@@ -13,8 +15,10 @@ import torch
 import torch.fx
 
 from ..errors import InputError, TraceError, torch_message
+from .exported import export_graph
 
 _PLAIN = (bool, int, float, str, type(None))
+CAPTURES = ("auto", "fx", "export")
 
 
 class _Tracer(torch.fx.Tracer):
@@ -83,3 +87,23 @@ def trace(model: torch.nn.Module, leaf_types: tuple[type, ...] = (), concrete_ar
     _concrete_defaults(graph, concrete_args)
     name = type(model).__name__
     return torch.fx.GraphModule(tracer.root, graph, name)
+
+
+def capture_graph(model: torch.nn.Module, inputs: tuple, capture: str = "auto", leaf_types: tuple[type, ...] = (),
+                  concrete_args=None) -> torch.fx.GraphModule:
+    """``model`` as a GraphModule, by the ``capture`` asked for (module docstring)."""
+    if capture not in CAPTURES:
+        raise InputError(f"capture: expected one of {', '.join(map(repr, CAPTURES))}, got {capture!r}")
+    if capture == "export" and not isinstance(model, torch.fx.GraphModule):
+        return export_graph(model, inputs)
+    try:
+        return trace(model, leaf_types, concrete_args)
+    except TraceError as fx_error:
+        if capture == "fx" or leaf_types or concrete_args is not None:
+            raise
+        try:
+            return export_graph(model, inputs)
+        except TraceError as export_error:
+            raise TraceError(f"neither capture can take {type(model).__name__}. {fx_error} -- and {export_error}. "
+                             "Try capture='export' after fixing what torch.export names, or compress a submodule "
+                             "with fxprune.compress_submodule.") from export_error

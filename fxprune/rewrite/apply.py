@@ -70,6 +70,7 @@ def _sliced_tensors(gm: torch.fx.GraphModule, ctx: ShrinkContext) -> dict[int, t
 def _copy_graph(graph: torch.fx.Graph) -> torch.fx.Graph:
     copy = torch.fx.Graph()
     copy.output(copy.graph_copy(graph, {}))
+    copy.set_codegen(graph._codegen)  # a torch.export capture's forward takes and returns the model's structure
     return copy
 
 

@@ -4,6 +4,7 @@ Importing this package registers fxprune's own rules; ``register`` adds a user's
 """
 
 from . import (  # noqa: F401
+    aten,
     attention,
     elementwise,
     graph_nodes,

@@ -119,12 +119,30 @@ _REGISTRY: dict[tuple[str, object], Rule] = {}
 _LAZY: set[Lazy] = set()  # lazy targets whose module was not imported at the last lookup
 
 
+# An ATen overload (what torch.export captures) -> the key of the op it computes with the same arguments.
+_ALIASES: dict[object, tuple[str, object]] = {}
+
+
+def alias(aten_op, target) -> None:
+    """Let ``aten_op`` use the rule of ``target`` (a function, or a method name): same arguments, same
+    meaning, so one rule, with all its facts, serves both captures (``rules/aten.py`` lists them)."""
+    if aten_op in _ALIASES:
+        raise ValueError(f"{aten_op} is aliased twice")
+    _ALIASES[aten_op] = _key_of(target)
+
+
+def canonical_target(node: torch.fx.Node):
+    """The node's target, or for an aliased ATen op the function or method name it stands for."""
+    key = _ALIASES.get(node.target) if node.op == "call_function" else None
+    return key[1] if key is not None else node.target
+
+
 def rule_key(node: torch.fx.Node, gm: torch.fx.GraphModule) -> tuple[str, object]:
-    """The registry key of a node: its module class, function, or method name."""
+    """The registry key of a node: its module class, function, or method name (ATen ops via their alias)."""
     if node.op == "call_module":
         return ("module", type(gm.get_submodule(node.target)))
     if node.op == "call_function":
-        return ("function", node.target)
+        return _ALIASES.get(node.target, ("function", node.target))
     if node.op == "call_method":
         return ("method", node.target)
     return (node.op, None)
@@ -260,6 +278,11 @@ class NodeView:
         if self._module is None:
             self._module = self.gm.get_submodule(self.node.target)
         return self._module
+
+    @property
+    def target(self):
+        """What the node calls, with an ATen op read as the function or method it aliases."""
+        return canonical_target(self.node)
 
     @property
     def rule_key(self) -> tuple[str, object]:

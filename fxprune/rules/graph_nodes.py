@@ -9,7 +9,7 @@ import torch.fx
 
 from ..graph.shapes import tensor_shapes
 from ..graph.tensors import DimRef, output_key, param_key
-from .base import Freeze, NodeView, Observe, Tie, register
+from .base import Freeze, NodeView, Observe, Tie, canonical_target, register
 
 # Ops that take sizes as arguments and whose results the rewrite's shape check verifies.
 # Ops that take sizes, with where their size arguments are: positions in ``args`` (a ``slice``) and the
@@ -51,8 +51,9 @@ def parameter_read(view: NodeView):
 
 def _as_shape(user: torch.fx.Node, value: torch.fx.Node) -> bool:
     """Whether ``user`` takes ``value`` only among its size arguments."""
-    table = _SHAPE_TAKING_METHODS if user.op == "call_method" else _SHAPE_TAKING_FUNCTIONS
-    where = table.get(user.target) if user.op in ("call_method", "call_function") else None
+    target = canonical_target(user)
+    table = _SHAPE_TAKING_METHODS if isinstance(target, str) else _SHAPE_TAKING_FUNCTIONS
+    where = table.get(target) if user.op in ("call_method", "call_function") else None
     if where is None:
         return False
     positions, keyword = where
@@ -90,7 +91,7 @@ def _read_dims(node: torch.fx.Node, rank: int) -> dict[int, list[torch.fx.Node]]
 
     ``x.shape[1]`` exposes dim 1; ``x.shape[-2:]`` (a resize target) exposes only the last two.
     """
-    if node.op == "call_method" and node.target == "size" and len(node.args) > 1:
+    if canonical_target(node) == "size" and len(node.args) > 1:  # x.size(1), or aten.sym_size.int(x, 1)
         return {node.args[1] % rank: [node]}
     exposed: dict[int, list[torch.fx.Node]] = {}
     for user in node.users:

@@ -97,7 +97,7 @@ def _piece_slots(view: NodeView, x: str, dim: int) -> list[np.ndarray]:
     slices ``x[:i]``, ``x[i:j]``, … (which overlap when the indices decrease); none when unknown."""
     size, pieces = view.shape(x)[dim], _pieces(view)
     indices = view.arg(1, "indices", view.node.kwargs.get("tensor_indices_or_sections"))
-    if view.node.target in (torch.tensor_split, "tensor_split") and isinstance(indices, (list, tuple)):
+    if view.target in (torch.tensor_split, "tensor_split") and isinstance(indices, (list, tuple)):
         if not all(isinstance(i, int) for i in indices) or len(indices) + 1 != len(pieces):
             return []
         bounds = [0, *indices, size]

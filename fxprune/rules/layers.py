@@ -98,7 +98,21 @@ def conv_module(view: NodeView):
     return conv_ties(view, view.tensor_args()[0], view.out(), view.param("weight"), bias, conv.groups)
 
 
-@register(F.conv1d, F.conv2d, F.conv3d, latency="producer")
+def _shrink_conv_function(view: NodeView, ctx):
+    """A grouped or depthwise ``F.conv2d(x, w, b, stride, padding, dilation, groups)`` keeps as many input
+    channels per group as its sliced weight: ``groups`` becomes the new input width over that."""
+    x, weight, groups = view.key_of(view.arg(0, "input")), view.key_of(view.arg(1, "weight")), view.arg(6, "groups", 1)
+    if x is None or weight is None or groups == 1:
+        return
+    channel = len(view.shape(x)) - len(view.shape(weight)) + 1
+    new_groups = ctx.new_size(DimRef(x, channel)) // ctx.new_shape(weight)[1]
+    if len(view.node.args) > 6:
+        view.node.update_arg(6, new_groups)
+    else:
+        view.node.update_kwarg("groups", new_groups)
+
+
+@register(F.conv1d, F.conv2d, F.conv3d, shrink=_shrink_conv_function, latency="producer")
 def conv_function(view: NodeView):
     x, weight, bias = view.arg(0, "input"), view.arg(1, "weight"), view.arg(2, "bias")
     groups = view.arg(6, "groups", 1)
@@ -215,6 +229,17 @@ def batch_norm_function(view: NodeView):
         return []
     names = [(1, "running_mean"), (2, "running_var"), (3, "weight"), (4, "bias")]
     params = [view.key_of(view.arg(i, n)) for i, n in names]
+    return norm_ties(view, x, view.out(), params, channel=1)
+
+
+@register(torch.ops.aten.batch_norm.default, latency="fusable")
+def batch_norm_aten(view: NodeView):
+    """``aten.batch_norm(x, weight, bias, running_mean, running_var, training, ...)``: ``F.batch_norm``'s
+    vectors in another order."""
+    x = view.key_of(view.arg(0))
+    if x is None:
+        return []
+    params = [view.key_of(view.arg(i)) for i in (1, 2, 3, 4)]
     return norm_ties(view, x, view.out(), params, channel=1)
 
 

@@ -40,7 +40,7 @@ def leading_dims(view: NodeView, x: str, spatial: int):
 
 
 def _pool_key(view: NodeView):
-    return type(view.module) if view.node.op == "call_module" else view.node.target
+    return type(view.module) if view.node.op == "call_module" else view.target
 
 
 @register(*_SPATIAL)

@@ -123,7 +123,7 @@ def regroup(view: NodeView):
 
 def _permutation(view: NodeView) -> list[int] | None:
     rank = len(view.shape(view.out()))
-    target = view.node.target
+    target = view.target
     if target in ("permute", torch.permute):
         order = (view.node.args[1:] if target == "permute" else view.arg(1, "dims")) or view.node.kwargs.get("dims")
         if order and len(order) == 1 and isinstance(order[0], (list, tuple)):
