@@ -4,18 +4,31 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from ..graph.tensors import DimRef, param_name
+from ..rules import find_rule
 from .analyze import Analysis
 
 
-def _layer_names(refs: list[DimRef]) -> list[str]:
+def _weight_layout(gm: torch.nn.Module, module: str) -> tuple[str, ...]:
+    """What the weight dims of ``module`` are (its rule's ``weight_layout``: a ConvTranspose's is (in, out))."""
+    try:
+        rule = find_rule(("module", type(gm.get_submodule(module))))
+    except AttributeError:
+        rule = None
+    return rule.weight_layout if rule is not None else ("out", "in")
+
+
+def _layer_names(refs: list[DimRef], gm: torch.nn.Module) -> list[str]:
     """``param:layer1.0.conv1.weight`` dim 0 → ``layer1.0.conv1 (out)``; dim 1 → ``(in)``."""
     names: dict[str, None] = {}
     for ref in refs:
         module, _, attr = param_name(ref.key).rpartition(".")
         if attr != "weight" and any(param_name(r.key).startswith(module + ".weight") for r in refs):
             continue
-        side = {0: "out", 1: "in"}.get(ref.dim, f"dim {ref.dim}") if attr == "weight" else attr
+        layout = _weight_layout(gm, module)
+        side = (layout[ref.dim] if ref.dim < len(layout) else f"dim {ref.dim}") if attr == "weight" else attr
         names[f"{module or attr} ({side})"] = None
     return list(names)
 
@@ -37,9 +50,9 @@ class Report:
 
     def __init__(self, analysis: Analysis):
         self.analysis = analysis
-        self.groups = [GroupSummary(g.size, _layer_names([m.ref for m in g.params(analysis.table, True)]))
+        self.groups = [GroupSummary(g.size, _layer_names([m.ref for m in g.params(analysis.table, True)], analysis.gm))
                        for g in analysis.groups]
-        self.frozen = [GroupSummary(f.size, _layer_names(f.spaces), f.reason) for f in analysis.frozen]
+        self.frozen = [GroupSummary(f.size, _layer_names(f.spaces, analysis.gm), f.reason) for f in analysis.frozen]
 
     @property
     def prunable_channels(self) -> int:

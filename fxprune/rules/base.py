@@ -24,7 +24,9 @@ Every other fact about an op lives on its rule too, as keyword arguments of ``re
   linear layer before it), ``"producer"`` (conv and linear layers), or ``None`` (its traffic costs);
 * ``same_shape(module, x)``: for a module type whose output has its input's shape, the checks its
   kernel makes, so that shape propagation can skip running it (``graph.shapes``);
-* ``refit(module)``: whether the least-squares refit (``choose.refit``) can solve for its weight.
+* ``refit(module)``: whether the least-squares refit (``choose.refit``) can solve for its weight;
+* ``weight_layout``: what the module's weight dims are, for reports (``("out", "in")``, or
+  ``("in", "out")`` for a transposed convolution).
 
 A user adds a rule for an op fxprune does not know with the same call (``fxprune.rules.register``):
 
@@ -87,6 +89,7 @@ class Rule:
     latency: str | None = None
     same_shape: Callable[[torch.nn.Module, torch.Tensor], None] | None = None
     refit: Callable[[torch.nn.Module], bool] | None = None
+    weight_layout: tuple[str, ...] = ("out", "in")
 
 
 @dataclass(frozen=True)
@@ -174,7 +177,7 @@ def _resolve_imported() -> None:
 
 
 def register(*targets, shrink: Callable | None = None, normalizes=None, latency: str | None = None,
-             same_shape=None, refit=None):
+             same_shape=None, refit=None, weight_layout: tuple[str, ...] = ("out", "in")):
     """Register the decorated ``couple`` function for each target (module class, function, method name,
     or a ``Lazy("module:name")`` that names a class or function without importing its module).
 
@@ -189,7 +192,7 @@ def register(*targets, shrink: Callable | None = None, normalizes=None, latency:
         raise ValueError("same_shape applies to module types only")
 
     def decorate(couple):
-        rule = Rule(couple.__name__, couple, shrink, normalizes, latency, same_shape, refit)
+        rule = Rule(couple.__name__, couple, shrink, normalizes, latency, same_shape, refit, weight_layout)
         _resolve_imported()
         for key in dict.fromkeys(_key_of(t) for t in targets):  # aliases (torch.einsum) count once
             if key in _REGISTRY:

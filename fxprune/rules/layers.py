@@ -129,7 +129,7 @@ def _shrink_conv_transpose(view: NodeView, ctx):
 
 
 @register(nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, shrink=_shrink_conv_transpose,
-          latency="producer")
+          latency="producer", weight_layout=("in", "out"))
 def conv_transpose_module(view: NodeView):
     """Transposed conv: weight is (in, out, k...); only ungrouped ones are pruned."""
     conv = view.module
