@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import hashlib
+import re
 import warnings
 
 import torch
@@ -13,6 +15,7 @@ from .analysis.report import Report
 from .choose.plan import Plan
 from .choose.selection import Chooser, check_target_macs
 from .errors import InputError
+from .graph.distributed import check_same, failing_together
 from .graph.inputs import as_batches, example_inputs, input_specs, model_device, required_inputs
 from .graph.modes import dropped_modules, rehost, training_graph
 from .pipeline import evaluating, plan_and_rewrite, traced
@@ -28,6 +31,32 @@ def _check_arguments(model, ratio, round_to) -> None:
         raise InputError(f"ratio: expected a number in [0, 1) (the fraction of channels removed), got {ratio!r}")
     if not isinstance(round_to, int) or round_to < 1:
         raise InputError(f"round_to: expected a positive integer, got {round_to!r}")
+
+
+def _described(value) -> str:
+    """A value as every rank can compare it: a function by its qualified name, no memory addresses."""
+    if callable(value) and hasattr(value, "__qualname__"):
+        return f"{getattr(value, '__module__', '')}.{value.__qualname__}"
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value))
+
+
+def _model_digest(model) -> str:
+    """The model's parameter names and shapes, hashed (ranks must prune the same architecture)."""
+    if not isinstance(model, torch.nn.Module):
+        return type(model).__name__
+    shapes = [(name, tuple(p.shape)) for name, p in model.named_parameters()]
+    return f"{type(model).__name__} {hashlib.sha256(repr(shapes).encode()).hexdigest()[:16]}"
+
+
+def _check_same_on_every_rank(model, **arguments) -> None:
+    """Under ``torch.distributed``: the same arguments and model on every rank, else an ``InputError`` on all.
+
+    Runs before any other check, so that an argument wrong on one rank only is reported on every
+    rank instead of leaving the others waiting in a later collective.
+    """
+    check_same("model", _model_digest(model))
+    for name, value in arguments.items():
+        check_same(name, _described(value))
 
 
 def _module_names(ignore) -> tuple[str, ...]:
@@ -109,17 +138,24 @@ def compress(model: torch.nn.Module, data, ratio: float = 0.5, *, method="l1", i
     memory-bound parts (depthwise, squeeze-excite, activations) shrink more; faster on CPU, but the
     plan is uneven (no group under 16 channels) and may cost more accuracy. The score plan is kept
     when the latency plan promises under 10% less time; ``plan.info["allocation"]`` says which.
+    Under ``torch.distributed`` each rank passes its own shard as ``data`` and the same other
+    arguments (checked first: a mismatch is an ``InputError`` on every rank); the data-driven sums
+    are reduced over the ranks, so every rank returns the same plan (``fxprune.graph.distributed``).
     """
+    _check_same_on_every_rank(model, ratio=ratio, method=method, target_macs=target_macs, round_to=round_to,
+                              allocation=allocation, ignore=ignore, refit=refit, recalibrate_bn=recalibrate_bn)
     _check_arguments(model, ratio, round_to)
     check_target_macs(target_macs)
     ignore = _module_names(ignore)
-    batches = as_batches(data, max_batches, model_device(model), required_inputs(model))
+    batches = failing_together(lambda: as_batches(data, max_batches, model_device(model), required_inputs(model)))
     inputs = example_inputs(batches)
     choose = Chooser(method, batches, inputs, ratio, target_macs, round_to, refit, allocation, rewrite=rewrite)
 
     with evaluating(model):
         small, plan = _prune(model, inputs, leaf_modules, choose, ignore, copy_weights=choose.changes_weights,
                              concrete_args=concrete_args, given=batches[0].inputs, capture=capture)
+        check_same("method", plan.to_json(), "the ranks chose different plans (a criterion must sum what it "
+                   "measures over the ranks: fxprune.graph.distributed.all_reduce_sum)")
         if recalibrate_bn and plan.removed_channels:
             recalibrate_batch_norms(small, batches)
     small.fxprune_plan = plan

@@ -55,7 +55,10 @@ def _recorded_example(folder: Path) -> tuple:
     specs = json.loads((folder / INPUTS_FILE).read_text()) if (folder / INPUTS_FILE).exists() else []
     if not specs:
         raise InputError(f"example: {folder} records no input shapes; pass an example input")
-    return tuple(torch.zeros(spec["shape"], dtype=getattr(torch, spec["dtype"])) for spec in specs)
+    zeros = [torch.zeros(spec["shape"], dtype=getattr(torch, spec["dtype"])) for spec in specs]
+    if any("name" in spec for spec in specs):  # a dict batch: the model's keyword inputs
+        return {spec["name"]: tensor for spec, tensor in zip(specs, zeros)}
+    return tuple(zeros)
 
 
 def save(model: torch.nn.Module, path) -> Path:

@@ -9,6 +9,7 @@ from helpers import compress_checked, randomize
 from models import Chain
 
 import fxprune
+from fxprune.graph.inputs import as_batches
 
 
 class TwoInputs(nn.Module):
@@ -190,15 +191,35 @@ def test_wrapped_torch_errors_leave_out_its_log_tool_advertisement():
     assert "tlparse" not in message and "TORCH_LOGS" not in message and "Original traceback:\nNone" not in message
 
 
-def test_dict_batches_are_refused_with_their_keys():
+class MaskedTokens(Tokens):
+    """Takes a tokenizer's output by name: ``model(**batch)``."""
+
+    def forward(self, input_ids, attention_mask=None):
+        hidden = torch.relu(self.hidden(self.embed(input_ids)))
+        return self.out(hidden * attention_mask.unsqueeze(-1).to(hidden.dtype)).mean(1)
+
+
+def test_dict_batches_are_keyword_inputs_captured_by_export_and_refused_by_fx():
     tokens = {"input_ids": torch.randint(0, 19, (2, 6)), "attention_mask": torch.ones(2, 6, dtype=torch.long)}
-    expected = (r"data: {} is a dict with keys 'input_ids', 'attention_mask'; dict batches are not supported by this "
-                r"capture yet: pass the tensors as a tuple in the model's argument order, "
-                r"e\.g\. \(batch\['input_ids'\], batch\['attention_mask'\]\)")
-    with pytest.raises(fxprune.InputError, match=expected.format("the value given")):
-        fxprune.compress(Tokens(), tokens)
-    with pytest.raises(fxprune.InputError, match=expected.format("item 0")):
-        fxprune.compress(Tokens(), [tokens])
+    labels = torch.tensor([0, 2])
+    batch = as_batches([(tokens, labels)])[0]  # a (dict, targets) pair
+    assert batch.inputs.keywords == ("input_ids", "attention_mask") and batch.targets is labels
+    assert batch.kwargs.keys() == tokens.keys() and batch.args == () and not batch.inputs[0].is_floating_point()
+    model = randomize(MaskedTokens())
+    small = fxprune.compress(model, [tokens, tokens], ratio=0.5, round_to=1)  # "auto": straight to export
+    assert small.get_parameter("hidden.weight").shape == (6, 4)  # the ids stay ids; the widths shrink
+    longer = {"input_ids": torch.randint(0, 19, (3, 9)), "attention_mask": torch.ones(3, 9, dtype=torch.long)}
+    assert small(**longer).shape == small(*longer.values()).shape == (3, 3)
+    with pytest.raises(fxprune.InputError, match=r"data: a dict batch \(keyword inputs input_ids, attention_mask\) "
+                                                 r"needs capture='export' or 'auto'"):
+        fxprune.compress(model, tokens, capture="fx")
+    with pytest.raises(fxprune.InputError, match=r"data: item 0 is a dict with 'attention_mask': list; a dict batch "
+                                                 r"maps forward's argument names to tensors"):
+        fxprune.compress(model, [{**tokens, "attention_mask": [1, 1]}])
+    with pytest.raises(fxprune.InputError, match=r"data: the dict batch does not fit MaskedTokens.forward \(got an "
+                                                 r"unexpected keyword argument 'labels'\); its arguments are "
+                                                 r"input_ids, attention_mask"):
+        fxprune.compress(model, {**tokens, "labels": torch.tensor([0, 1])})
 
 
 def test_export_with_a_wrongly_shaped_example_names_the_shape_compress_saw(tmp_path):

@@ -10,6 +10,12 @@ at the same layer as closely as possible in least squares:
 Layers go from the input to the output, so each refit sees the earlier refits. It runs on the
 masked full-size model (removed channels zeroed), before the rewrite slices it; grouped
 convolutions and functional layers are left as they are.
+
+Under ``torch.distributed`` each rank sums ``XᵀX`` and ``XᵀY`` over its own batches and the sums are
+added over the ranks before solving, so every rank writes the same weights. Rows are drawn from each
+batch with a generator seeded by the rank (rank 0 draws as one process does): the result equals one
+process's on all the ranks' batches only where no draw cuts rows, i.e. each batch has at most
+``ROWS_PER_BATCH`` rows (batch × output positions for a convolution).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ..analysis.analyze import Analysis
+from ..graph.distributed import all_reduce_sum, rank
 from ..graph.inputs import Batch
 from ..graph.partial_run import prefix_values, run_from
 from ..graph.tensors import DimRef, canonical_names, param_key, param_name
@@ -93,20 +100,21 @@ def _solve(module, xtx: torch.Tensor, xty: torch.Tensor, columns: np.ndarray) ->
 def refit_columns(module, columns: np.ndarray, inputs: Iterable[torch.Tensor], originals: list[torch.Tensor]) -> None:
     """Refit ``module``'s input ``columns`` so that its outputs on ``inputs`` (one per batch) match ``originals``.
 
-    The same rows are drawn from every batch whatever the caller (seed 0), so the refit after a
-    criterion and MLACP's least-squares start give the same solution on the same inputs.
+    The same rows are drawn from every batch whatever the caller (seed: the rank, 0 in one process),
+    so the refit after a criterion and MLACP's least-squares start give the same solution on the
+    same inputs; the sums are added over the ranks (see the module docstring).
     """
     kernel = int(np.prod(module.weight.shape[2:])) if module.weight.dim() > 2 else 1
     wanted = (torch.as_tensor(columns)[:, None] * kernel + torch.arange(kernel)).reshape(-1)
     xtx, xty = 0, 0
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator().manual_seed(rank())
     with torch.no_grad():
         for x, original in zip(inputs, originals):
             patches, targets = _patches(module, x), _targets(module, original)
             pick = torch.randperm(len(patches), generator=generator)[:ROWS_PER_BATCH]
             rows, targets = patches[pick][:, wanted].double(), targets[pick].double()
             xtx, xty = xtx + rows.T @ rows, xty + rows.T @ targets
-    _solve(module, xtx, xty, columns)
+    _solve(module, all_reduce_sum(xtx), all_reduce_sum(xty), columns)
 
 
 def refit_layer(gm, node, module, columns, batches: list[Batch], originals: list[torch.Tensor]) -> None:

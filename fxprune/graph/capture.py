@@ -1,7 +1,8 @@
 """Capture a model as an FX GraphModule (shapes are recorded by ``graph.shapes``).
 
 ``capture``: ``"fx"`` (symbolic tracing), ``"export"`` (``torch.export``, see ``graph.exported``) or
-``"auto"``: FX first — fast, and what every FX-traceable model got before — then ``torch.export``.
+``"auto"``: FX first — fast, and what every FX-traceable model got before — then ``torch.export``;
+keyword inputs (a dict batch) go to ``torch.export`` straight away: FX takes positional inputs only.
 Failures become ``TraceError`` naming the user's code, with the ways out: mark the module as a
 leaf, pass ``concrete_args``, or prune a submodule that traces.
 """
@@ -16,6 +17,7 @@ import torch.fx
 
 from ..errors import InputError, TraceError, torch_message
 from .exported import export_graph
+from .inputs import keywords_of
 
 _PLAIN = (bool, int, float, str, type(None))
 CAPTURES = ("auto", "fx", "export")
@@ -94,7 +96,11 @@ def capture_graph(model: torch.nn.Module, inputs: tuple, capture: str = "auto", 
     """``model`` as a GraphModule, by the ``capture`` asked for (module docstring)."""
     if capture not in CAPTURES:
         raise InputError(f"capture: expected one of {', '.join(map(repr, CAPTURES))}, got {capture!r}")
-    if capture == "export" and not isinstance(model, torch.fx.GraphModule):
+    keywords = keywords_of(inputs)
+    if keywords and capture == "fx":
+        raise InputError(f"data: a dict batch (keyword inputs {', '.join(keywords)}) needs capture='export' or "
+                         "'auto'; torch.fx traces positional inputs only")
+    if (capture == "export" or keywords) and not isinstance(model, torch.fx.GraphModule):
         return export_graph(model, inputs)
     try:
         return trace(model, leaf_types, concrete_args)

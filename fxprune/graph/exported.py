@@ -6,35 +6,89 @@ parameters read by name (``get_attr`` of ``layer1.0.conv1.weight``): the same pa
 FX trace, so a plan made on one capture applies to the other. The batch dimension is kept free where
 the model allows, so that the pruned model runs at any batch size; the exported program's own shape
 guards are dropped (fxprune records and checks shapes itself), and the result is a plain
-``GraphModule`` that takes and returns what the model does.
+``GraphModule`` that returns what the model does (a ``ModelOutput``, a dict, a tuple: the exported
+program's output spec rebuilds it).
+
+Keyword inputs (a dict batch, ``graph.inputs.Inputs``) are passed to export as keywords. The graph
+takes its inputs positionally (placeholders in order: positional arguments, then keyword ones), as
+every stage runs it, and its ``forward`` names them as the model does, so that the pruned model takes
+the same dict (``small(**batch)``) or the same values in order. Integer inputs (token ids, masks) keep
+every dim free, not only the batch: the pruned model runs at another sequence length. A dict batch of
+one row is captured at two copies of it, so that its batch dimension stays free too.
 """
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.fx
+import torch.fx.graph
+import torch.utils._pytree as pytree
 
-from ..errors import TraceError, torch_message
+from ..errors import InputError, TraceError, torch_message
+from .inputs import keywords_of
 
 
-def _batch_free(inputs: tuple):
-    """``dynamic_shapes`` that let dim 0 of every tensor input vary (and fix everything else); a batch
-    of one would be specialised to 1 anyway (export's 0/1 rule), so it is left fixed."""
+def _free_dims(x):
+    """Dim 0 of a tensor free (a batch of one would be specialised to 1 anyway: export's 0/1 rule), and
+    every dim of an integer tensor (token ids: the sequence length too); the rest fixed."""
+    if not isinstance(x, torch.Tensor) or x.dim() == 0:
+        return None
     auto = torch.export.Dim.AUTO
-    return tuple({0: auto} if isinstance(x, torch.Tensor) and x.dim() > 0 and len(x) > 1 else None for x in inputs)
+    if not x.is_floating_point() and not x.is_complex():
+        return dict.fromkeys(range(x.dim()), auto)
+    return {0: auto} if len(x) > 1 else None
+
+
+def _split(model: torch.nn.Module, inputs: tuple) -> tuple[tuple, dict, object]:
+    """Positional and keyword arguments, and ``dynamic_shapes`` for them (keyed by forward's names
+    when some are keywords, as export asks)."""
+    keywords = keywords_of(inputs)
+    split = len(inputs) - len(keywords)
+    args, kwargs = tuple(inputs[:split]), dict(zip(keywords, inputs[split:]))
+    if not keywords:
+        return args, kwargs, tuple(_free_dims(x) for x in args)
+    if all(t.dim() and len(t) == 1 for t in inputs if isinstance(t, torch.Tensor)):
+        # one row (apply_plan, load): export would specialise the batch to 1 and bake it into every
+        # reshape a transformer makes; two copies of the row keep it free
+        args, kwargs = pytree.tree_map_only(torch.Tensor, lambda t: torch.cat([t, t]), (args, kwargs))
+    try:
+        bound = inspect.signature(model.forward).bind_partial(*args, **kwargs).arguments
+    except TypeError as error:
+        names = ", ".join(inspect.signature(model.forward).parameters)
+        raise InputError(f"data: the dict batch does not fit {type(model).__name__}.forward ({error}); its "
+                         f"arguments are {names}") from None
+    return args, kwargs, {name: pytree.tree_map(_free_dims, value) for name, value in bound.items()}
 
 
 def _export(model: torch.nn.Module, inputs: tuple) -> torch.export.ExportedProgram:
+    args, kwargs, dynamic = _split(model, inputs)
     try:
-        return torch.export.export(model, inputs, dynamic_shapes=_batch_free(inputs), strict=False)
+        return torch.export.export(model, args, kwargs, dynamic_shapes=dynamic, strict=False)
     except Exception:  # a model whose batch size is baked in somewhere: capture it at this one
-        return torch.export.export(model, inputs, strict=False)
+        return torch.export.export(model, args, kwargs, strict=False)
+
+
+def _positional(gm: torch.fx.GraphModule) -> None:
+    """Let ``gm`` take its placeholders in order, by position or by name (its ``forward``'s parameters
+    are the model's argument names): stages run it positionally, users call it with their dict."""
+    codegen = gm.graph._codegen
+    if not isinstance(codegen, torch.fx.graph._PyTreeCodeGen):
+        return
+    names = [n.name for n in gm.graph.nodes if n.op == "placeholder"]
+    spec = pytree.tree_structure((tuple(names), {}))
+    codegen.pytree_info = codegen.pytree_info._replace(orig_args=names, in_spec=spec)
+    gm._in_spec = spec
+    gm.recompile()
 
 
 def export_graph(model: torch.nn.Module, inputs: tuple) -> torch.fx.GraphModule:
     """``model`` captured by ``torch.export`` as a plain GraphModule; ``TraceError`` when it cannot be."""
     try:
-        exported = _export(model, tuple(inputs)).module()
+        exported = _export(model, inputs if keywords_of(inputs) else tuple(inputs)).module()
+    except InputError:
+        raise
     except Exception as error:  # export raises many kinds; all mean "cannot capture"
         raise TraceError(f"torch.export cannot capture {type(model).__name__}: {type(error).__name__}: "
                          f"{torch_message(error)}") from error
@@ -42,5 +96,7 @@ def export_graph(model: torch.nn.Module, inputs: tuple) -> torch.fx.GraphModule:
         exported.graph.erase_node(node)
     gm = torch.fx.GraphModule(exported, exported.graph, type(model).__name__)
     gm._in_spec, gm._out_spec = exported._in_spec, exported._out_spec  # read by the pytree code of forward
+    if keywords_of(inputs):
+        _positional(gm)
     gm.meta["fxprune_capture"] = "export"
     return gm

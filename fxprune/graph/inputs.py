@@ -1,9 +1,11 @@
 """Turn the many forms of ``data`` a user may pass into a list of ``Batch`` values.
 
 ``data`` may be a tensor of inputs, an ``(inputs, targets)`` tuple (or a tuple of several inputs),
-or an iterable (a list, a DataLoader) of either. Everything downstream sees
-``Batch(inputs, targets)``: ``inputs`` a tuple of positional arguments for the model, ``targets`` a
-tensor or ``None``.
+or an iterable (a list, a DataLoader) of either. A dict of tensors (a tokenizer's output:
+``{"input_ids": ..., "attention_mask": ...}``), alone or as the inputs of an ``(inputs, targets)`` pair,
+is the model's keyword arguments. Everything downstream sees ``Batch(inputs, targets)``: ``inputs``
+the graph's inputs in order (an ``Inputs`` tuple: the positional arguments, then the keyword ones,
+named by ``Inputs.keywords``), ``targets`` a tensor or ``None``.
 """
 
 from __future__ import annotations
@@ -19,10 +21,45 @@ import torch
 from ..errors import InputError
 
 
+class Inputs(tuple):
+    """The graph's inputs, in order: the model's positional arguments, then the last ``len(keywords)``
+    given by name (a dict batch). Positional inputs stay a plain tuple. A captured graph takes them
+    positionally, and the pruned model by name too."""
+
+    keywords: tuple[str, ...] = ()
+
+    def __new__(cls, values=(), keywords=()):
+        inputs = super().__new__(cls, values)
+        inputs.keywords = tuple(keywords)
+        return inputs
+
+    @property
+    def args(self) -> tuple:
+        return tuple(self[:len(self) - len(self.keywords)])
+
+    @property
+    def kwargs(self) -> dict:
+        return dict(zip(self.keywords, self[len(self) - len(self.keywords):]))
+
+
+def keywords_of(inputs) -> tuple[str, ...]:
+    """The names of the keyword inputs among ``inputs`` (none for a plain tuple)."""
+    return getattr(inputs, "keywords", ())
+
+
 @dataclass(frozen=True)
 class Batch:
     inputs: tuple
     targets: torch.Tensor | None = None
+
+    @property
+    def args(self) -> tuple:
+        """Positional arguments for the user's model: ``model(*batch.args, **batch.kwargs)``."""
+        return self.inputs.args if isinstance(self.inputs, Inputs) else tuple(self.inputs)
+
+    @property
+    def kwargs(self) -> dict:
+        return self.inputs.kwargs if isinstance(self.inputs, Inputs) else {}
 
     @property
     def size(self) -> int:
@@ -52,17 +89,27 @@ def required_inputs(model: torch.nn.Module) -> int | None:
     return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty for p in parameters)
 
 
-def _refuse_dict(item, where: str) -> None:
-    """A tokenizer's output (``{"input_ids": ..., "attention_mask": ...}``) cannot be traced as one argument yet."""
-    if isinstance(item, Mapping):
-        keys = ", ".join(map(repr, item))
-        example = ", ".join(f"batch[{key!r}]" for key in item) + ("," if len(item) == 1 else "")
-        raise InputError(f"data: {where} is a dict with keys {keys}; dict batches are not supported by this capture "
-                         f"yet: pass the tensors as a tuple in the model's argument order, e.g. ({example})")
+def _keyword_inputs(item: Mapping, where: str) -> Inputs:
+    """A dict batch as keyword inputs; entries that are ``None`` are left out (the model's defaults)."""
+    keys = [key for key, value in item.items() if value is not None]
+    bad = [key for key in keys if not isinstance(key, str) or not key.isidentifier()
+           or not isinstance(item[key], torch.Tensor)]
+    if bad or not keys:
+        what = "no tensors" if not keys else f"{bad[0]!r}: {type(item[bad[0]]).__name__}"
+        raise InputError(f"data: {where} is a dict with {what}; a dict batch maps forward's argument names "
+                         "to tensors (a tokenizer's output: input_ids, attention_mask, ...)")
+    return Inputs([item[key] for key in keys], keys)
 
 
 def _to_batch(item, where: str, required: int | None = None) -> Batch:
-    _refuse_dict(item, where)
+    if isinstance(item, Mapping):
+        return Batch(_keyword_inputs(item, where))
+    if isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[0], Mapping):
+        targets = item[1]
+        if targets is not None and not isinstance(targets, torch.Tensor):
+            raise InputError(f"data: {where} is a (dict, {type(targets).__name__}) pair; expected (dict, targets "
+                             "tensor)")
+        return Batch(_keyword_inputs(item[0], where), targets)
     if isinstance(item, torch.Tensor):
         return Batch((item,))
     pair = isinstance(item, (tuple, list)) and len(item) == 2
@@ -106,8 +153,7 @@ def as_batches(data, max_batches: int | None = None, device: torch.device | None
     if data is None:
         raise InputError("data: got None; pass a tensor of example inputs, an (inputs, targets) pair, "
                          "or a DataLoader")
-    _refuse_dict(data, "the value given")
-    if isinstance(data, (torch.Tensor, tuple)):  # one batch; a list is a list of batches
+    if isinstance(data, (torch.Tensor, tuple, Mapping)):  # one batch; a list is a list of batches
         batches = [_to_batch(data, "the value given", required)]
     else:
         if not hasattr(data, "__iter__"):
@@ -140,7 +186,9 @@ def check_targets(batch: Batch, classes: int | None, where: str) -> None:
 
 def example_inputs(batches: list[Batch], samples: int = 1) -> tuple:
     """The first ``samples`` rows of the first batch: enough to trace and to learn every shape."""
-    return tuple(t[:samples] if t.dim() else t for t in batches[0].inputs)
+    inputs = batches[0].inputs
+    rows = tuple(t[:samples] if t.dim() else t for t in inputs)
+    return Inputs(rows, keywords_of(inputs)) if keywords_of(inputs) else rows
 
 
 def tensor_spec(shape, dtype: torch.dtype) -> dict:
@@ -149,5 +197,7 @@ def tensor_spec(shape, dtype: torch.dtype) -> dict:
 
 
 def input_specs(inputs: tuple) -> list[dict]:
-    """``tensor_spec`` of each input tensor."""
-    return [tensor_spec(t.shape, t.dtype) for t in inputs if isinstance(t, torch.Tensor)]
+    """``tensor_spec`` of each input tensor; keyword inputs (a dict batch) carry their ``name`` too."""
+    names = (None,) * (len(inputs) - len(keywords_of(inputs))) + keywords_of(inputs)
+    specs = [(tensor_spec(t.shape, t.dtype), name) for t, name in zip(inputs, names) if isinstance(t, torch.Tensor)]
+    return [spec if name is None else {**spec, "name": name} for spec, name in specs]

@@ -34,11 +34,11 @@ UNARY_MODULES = (
 )
 UNARY_FUNCTIONS = (
     F.gelu, F.silu, F.hardswish, F.hardsigmoid, F.elu, F.mish, F.softplus, F.tanh, F.sigmoid,
-    torch.sigmoid, torch.tanh, torch.exp, torch.abs, torch.neg, torch.sqrt, torch.clamp,
+    torch.sigmoid, torch.tanh, torch.exp, torch.abs, torch.neg, torch.sqrt, torch.clamp, torch.cos, torch.sin,
     torch.nn.functional.relu_, torch.square, torch.rsqrt, STOCHASTIC_DEPTH_FUNCTION, operator.neg,
 )
 UNARY_METHODS = (
-    "relu", "relu_", "sigmoid", "sigmoid_", "tanh", "exp", "abs", "neg", "sqrt", "rsqrt", "clamp",
+    "relu", "relu_", "sigmoid", "sigmoid_", "tanh", "exp", "abs", "neg", "sqrt", "rsqrt", "clamp", "cos", "sin",
     "clamp_min", "clamp_max", "clone", "half", "type_as", "square", "pow", "softplus",
 )
 BINARY_FUNCTIONS = (

@@ -142,3 +142,10 @@ def rank_read(view: NodeView):
     key = view.key_of(view.arg(0))
     for ref in view.dims(key) if key else []:
         yield Observe(ref)
+
+
+@register(torch.ops.aten._assert_tensor_metadata.default, latency="free")
+def metadata_check(view: NodeView):
+    """torch.export's check of an input's dtype and device: it reads no channel, so removing any is fine."""
+    for key in view.tensor_args():
+        yield from (Observe(ref) for ref in view.dims(key))

@@ -3,7 +3,8 @@
 ``cat([a, b], dim=1)`` with a of 3 and b of 5 channels: output channel k is a's channel k for
 k < 3 and b's channel k − 3 after. ``split``/``chunk`` are the inverse. Indexing with a slice
 ``x[:, 2:7]`` ties output channel k to input channel k + 2; an integer index removes the dim, so the
-indexed dim stays whole.
+indexed dim stays whole. torch.export's ``aten.slice.Tensor`` and ``aten.select.int`` are the same
+indexing, one dim at a time, and have rules of their own here (their arguments differ from getitem's).
 """
 
 from __future__ import annotations
@@ -193,3 +194,55 @@ def tuple_position(node: torch.fx.Node) -> int | None:
     if not isinstance(index, int) or isinstance(index, bool):
         return None
     return index % len(meta) if -len(meta) <= index < len(meta) else None
+
+
+def _dim_arg(view: NodeView, x: str, index: int = 1) -> int | None:
+    dim = view.arg(index, "dim", 0)
+    return dim % len(view.shape(x)) if isinstance(dim, int) and view.shape(x) else None
+
+
+def _aten_slice(view: NodeView) -> slice:
+    return slice(view.arg(2, "start"), view.arg(3, "end"), view.arg(4, "step", 1))
+
+
+def _shrink_aten_slice(view: NodeView, ctx):
+    """Move literal bounds to where the kept channels of the sliced dim now are."""
+    x = view.key_of(view.arg(0))
+    dim = _dim_arg(view, x) if x is not None else None
+    item = _aten_slice(view)
+    kept = ctx.kept(DimRef(x, dim)) if dim is not None else None
+    if kept is None or not all(b is None or isinstance(b, int) for b in (item.start, item.stop)):
+        return
+    start, stop, _ = item.indices(view.shape(x)[dim])
+    args = list(view.node.args) + [None] * (4 - len(view.node.args))
+    args[2], args[3] = int((kept < start).sum()), int((kept < stop).sum())
+    view.node.args = tuple(args)
+
+
+@register(torch.ops.aten.slice.Tensor, shrink=_shrink_aten_slice, latency="free")
+def slice_aten(view: NodeView):
+    """``aten.slice.Tensor(x, dim, start, end, step)`` is ``x[..., start:end:step]`` at ``dim``: the
+    other dims pass; output slot k of ``dim`` is input slot ``start + k`` (unit steps with literal
+    bounds; anything else leaves the dim untied, so frozen)."""
+    x = view.key_of(view.arg(0))
+    dim = _dim_arg(view, x) if x is not None else None
+    if dim is None:
+        return
+    out = view.out()
+    yield from _slice_tie(view, DimRef(x, dim), DimRef(out, dim), _aten_slice(view))
+    for d in range(len(view.shape(x))):
+        if d != dim:
+            yield Tie(DimRef(x, d), DimRef(out, d))
+
+
+@register(torch.ops.aten.select.int, latency="free")
+def select_aten(view: NodeView):
+    """``aten.select.int(x, dim, i)`` is ``x[..., i]`` at ``dim``: the other dims pass (shifted past the
+    removed one), ``dim`` itself stays whole, as an integer index does in getitem."""
+    x = view.key_of(view.arg(0))
+    dim = _dim_arg(view, x) if x is not None else None
+    if dim is None:
+        return
+    for d in range(len(view.shape(x))):
+        if d != dim:
+            yield Tie(DimRef(x, d), DimRef(view.out(), d - (d > dim)))

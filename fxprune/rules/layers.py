@@ -192,6 +192,38 @@ def embedding_module(view: NodeView):
     return ties
 
 
+@register(torch.ops.aten.addmm.default, latency="producer")
+def addmm_aten(view: NodeView):
+    """``addmm(bias, x, w) = bias + x @ w`` with x (M, K), w (K, N): torch.export's linear layer on 2-D
+    inputs (Hugging Face's ``Conv1D`` stores w transposed): K is x's columns and w's rows, N w's columns,
+    the output's columns and the bias."""
+    bias, x, weight = (view.key_of(view.arg(i)) for i in range(3))
+    if x is None or weight is None or len(view.shape(x)) != 2 or len(view.shape(weight)) != 2:
+        return
+    y = view.out()
+    yield Tie(DimRef(x, 1), DimRef(weight, 0))
+    yield Tie(DimRef(weight, 1), DimRef(y, 1))
+    yield Tie(DimRef(x, 0), DimRef(y, 0))
+    if bias is not None and view.arg(3, "beta", 1) != 0:
+        shape = view.shape(bias)
+        if shape and shape[-1] == view.shape(y)[1]:
+            yield Tie(DimRef(bias, len(shape) - 1), DimRef(y, 1))
+        if len(shape) == 2 and shape[0] == view.shape(y)[0]:
+            yield Tie(DimRef(bias, 0), DimRef(y, 0))
+
+
+@register(torch.ops.aten.embedding.default)
+def embedding_aten(view: NodeView):
+    """``aten.embedding.default(weight, ids, padding_idx, ...)`` (torch.export's ``nn.Embedding`` and
+    ``F.embedding`` without ``max_norm``): the output's last dim is the weight's columns, its other dims
+    the ids' dims; the rows (one per id) and the ids' values stay."""
+    weight, ids = view.key_of(view.arg(0, "weight")), view.key_of(view.arg(1, "indices"))
+    if weight is None or ids is None:
+        return []
+    y = view.out()
+    return [*same_dims(ids, y, view), Tie(DimRef(y, len(view.shape(y)) - 1), DimRef(weight, 1))]
+
+
 def norm_ties(view: NodeView, x: str, y: str, params: list[str | None], channel: int):
     """Per-channel normalisation: channel c of x = channel c of y = entry c of every parameter."""
     yield from same_dims(x, y, view)

@@ -6,6 +6,12 @@ contribute least changes the next layers' outputs least; ``compress`` then refit
 kept weights by least squares (``fxprune.refit``), as CP and ThiNet do, because this criterion
 asks for it (``refit_after``). Consumers that are neither a plain conv nor a linear layer count
 by their weights' squared magnitude.
+
+Under ``torch.distributed`` each rank measures the energies on up to ``MAX_SAMPLES`` samples of its
+own shard and the energies are summed over the ranks (the weight magnitudes are not: every rank
+holds the same weights), so the ranking equals one process's on all the ranks' samples together
+when those are at most ``MAX_SAMPLES``; beyond that the ranks together measure more samples than one
+process would.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import torch.nn.functional as F
 
 from ...analysis.analyze import Analysis
 from ...analysis.sites import group_sites
+from ...graph.distributed import all_reduce_sum
 from ...graph.partial_run import run_from
 from ...graph.tensors import param_key, param_name
 from .magnitude import per_index
@@ -53,24 +60,32 @@ def _consumer_inputs(analysis: Analysis, sites, batches) -> dict[str, torch.Tens
     return {name: torch.cat(values)[:MAX_SAMPLES] for name, values in found.items()}
 
 
+def _energies(analysis: Analysis, site, inputs: dict[str, torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
+    """(data-driven energy, weight-magnitude fallback) per channel of the site's group."""
+    gm = analysis.gm
+    measured, fallback = np.zeros(site.group.size), np.zeros(site.group.size)
+    for member in site.consumer_members:
+        readers = [n for n in site.consumers if n.op == "call_module"
+                   and param_key(f"{n.target}.weight") == member.ref.key and member.ref.dim == 1]
+        energy = None
+        if readers and readers[0].args[0].name in inputs:
+            energy = _column_energy(gm.get_submodule(readers[0].target), inputs[readers[0].args[0].name])
+        if energy is not None:
+            measured += energy.double().cpu().numpy()[member.index].sum(axis=1)
+        else:
+            weight = per_index(gm.get_parameter(param_name(member.ref.key)), member.ref.dim, 2)
+            fallback += np.asarray(weight, dtype=np.float64)[member.index].sum(axis=1)
+    return measured, fallback
+
+
 def reconstruction(analysis: Analysis, batches) -> list[np.ndarray]:
     sites = group_sites(analysis)
     inputs = _consumer_inputs(analysis, sites, batches)
-    gm, scores = analysis.gm, {}
-    for site in sites:
-        score = np.zeros(site.group.size)
-        for member in site.consumer_members:
-            energy = None
-            readers = [n for n in site.consumers if n.op == "call_module"
-                       and param_key(f"{n.target}.weight") == member.ref.key and member.ref.dim == 1]
-            if readers and readers[0].args[0].name in inputs:
-                module = gm.get_submodule(readers[0].target)
-                energy = _column_energy(module, inputs[readers[0].args[0].name])
-            if energy is None:
-                energy = torch.as_tensor(per_index(gm.get_parameter(param_name(member.ref.key)),
-                                                   member.ref.dim, 2))
-            score += energy.double().cpu().numpy()[member.index].sum(axis=1)
-        scores[site.group.id] = score
+    parts = {site.group.id: _energies(analysis, site, inputs) for site in sites}
+    ids = list(parts)
+    measured = all_reduce_sum(torch.as_tensor(np.concatenate([parts[i][0] for i in ids] or [np.zeros(0)])))
+    split = np.split(measured.numpy(), np.cumsum([len(parts[i][0]) for i in ids])[:-1]) if ids else []
+    scores = {i: energy + parts[i][1] for i, energy in zip(ids, split)}
     return [scores[group.id] for group in analysis.groups]
 
 

@@ -2,6 +2,8 @@
 
 The loss is cross-entropy on the batch's labels, or on the model's own predictions when the data
 has none (so the score measures how much the channel supports what the model already says).
+Under ``torch.distributed`` the accumulated ``|w · dL/dw|`` is summed over the ranks before scoring,
+so every rank ranks the sums one process given all ranks' batches would.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ...analysis.analyze import Analysis
+from ...graph.distributed import all_reduce_sum
 from ...graph.inputs import check_targets
 from ...graph.shapes import output_classes
 from ...graph.tensors import param_name
@@ -38,6 +41,8 @@ def taylor(analysis: Analysis, batches) -> list[np.ndarray]:
         for (name, p), grad in zip(named.items(), grads):
             if grad is not None:
                 totals[name] += (p.detach() * grad).abs()
+    for total in totals.values():
+        all_reduce_sum(total)
     scores = []
     for group in analysis.groups:
         score = np.zeros(group.size)

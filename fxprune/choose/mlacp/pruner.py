@@ -7,6 +7,11 @@ channels that rank lowest, and take a few SGD steps on the group's kept weights;
 group. The method works on ``analysis.gm`` in place (``compress`` hands it a private copy), so the
 rewrite that follows carries the refined weights into the small model.
 
+Under ``torch.distributed`` each rank judges on its own shard: the sensitivity's gradient sums and
+the least-squares normal equations are summed over the ranks, each SGD step's gradients and the
+loss that picks the best weights are averaged over them (every rank takes step ``s`` on its own
+batch ``s``), so every rank keeps the same channels and the same weights. Only rank 0 shows progress.
+
 >>> small = fxprune.compress(model, loader, ratio=0.5, method=MLACP(alpha=1.0, beta=1.0))  # doctest: +SKIP
 """
 
@@ -23,6 +28,7 @@ from tqdm.auto import tqdm
 from ...analysis.analyze import Analysis
 from ...analysis.sites import GroupSite, group_sites
 from ...errors import FxpruneError, InputError
+from ...graph.distributed import all_reduce_mean, all_reduce_sum, is_main
 from ...graph.inputs import Batch, check_targets
 from ...graph.partial_run import Prefixes, run_from
 from ...graph.shapes import output_classes
@@ -127,7 +133,7 @@ class MLACP:
         for p in gm.parameters():
             p.requires_grad_(False)
         try:
-            bar = tqdm(sites, desc="mlacp", disable=not self.progress, leave=False)
+            bar = tqdm(sites, desc="mlacp", disable=not self.progress or not is_main(), leave=False)
             for site in bar:
                 i = index[site.group.id]
                 if keep_counts[i] < site.group.size:
@@ -199,6 +205,8 @@ class MLACP:
             if loss.requires_grad:
                 found = torch.autograd.grad(loss, weights, allow_unused=True)
                 grads = [g + f if f is not None else g for g, f in zip(grads, found)]
+        for grad in grads:
+            all_reduce_sum(grad)  # the sums over every rank's batches
         sensitivity, magnitude = np.zeros(site.group.size), np.zeros(site.group.size)
         for member in site.consumer_members:
             k = names.index(param_name(member.ref.key))
@@ -218,7 +226,7 @@ class MLACP:
         for step in range(self.steps + 1):
             b = step % len(prefixes)
             loss = self._loss(gm, site, calibration, b, prefixes[b])
-            value = float(loss.detach())
+            value = float(all_reduce_mean(loss.detach().clone()))  # the same choice of best on every rank
             first = value if first is None else first
             if value < best:
                 best, best_state = value, [p.detach().clone() for p in params]
@@ -226,6 +234,9 @@ class MLACP:
                 break
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            for p in params:
+                if p.grad is not None:
+                    all_reduce_mean(p.grad)
             torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)  # one steep batch must not throw the weights off
             optimizer.step()
             masks.apply(site.params)

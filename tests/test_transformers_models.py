@@ -1,0 +1,162 @@
+"""Hugging Face transformers models, built from small configs with random weights (nothing downloaded),
+compressed whole by ``capture="export"`` from the dict batches their tokenizers give."""
+
+import pytest
+import torch
+import torch.nn as nn
+from helpers import compress_checked, parameter_count
+
+import fxprune
+from fxprune.graph.inputs import Inputs
+
+transformers = pytest.importorskip("transformers", reason="transformers is not installed (pip install transformers)")
+
+
+class ChannelAffine(nn.Module):
+    """A per-channel affine map in LayerNorm's place: channels stay apart, so the oracle is exact."""
+
+    def __init__(self, norm: nn.LayerNorm):
+        super().__init__()
+        self.weight, self.bias = nn.Parameter(norm.weight.detach().clone()), nn.Parameter(norm.bias.detach().clone())
+
+    def forward(self, x):
+        return x * self.weight + self.bias
+
+
+def without_layer_norms(model: nn.Module) -> nn.Module:
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.LayerNorm):
+            owner, _, attr = name.rpartition(".")
+            setattr(model.get_submodule(owner), attr, ChannelAffine(module))
+    return model
+
+
+def bert(seed=0):
+    torch.manual_seed(seed)
+    config = transformers.BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                     intermediate_size=64, max_position_embeddings=64, num_labels=3)
+    return transformers.BertForSequenceClassification(config).eval()
+
+
+def tokens(batch=2, length=8, vocab=100, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, vocab, (batch, length), generator=generator)
+    mask = torch.ones(batch, length, dtype=torch.long)
+    mask[-1, length - 3:] = 0  # padding in the last sequence
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def embedding_tables(model: nn.Module) -> int:
+    return sum(p.numel() for n, p in model.named_parameters() if p.dim() == 2 and "embeddings" in n
+               and "LayerNorm" not in n)
+
+
+def test_bert_compresses_from_a_dict_batch_and_returns_its_output_type():
+    model, batch = bert(), tokens()
+    small = fxprune.compress(model, batch, ratio=0.5, capture="export")
+    out = small(**batch)
+    assert type(out).__name__ == "SequenceClassifierOutput" and out.logits.shape == (2, 3)
+    before = parameter_count(model) - embedding_tables(model)
+    after = parameter_count(small) - embedding_tables(small)
+    assert before / after >= 1.8, (before, after)
+    longer = tokens(batch=3, length=13, seed=1)  # another batch size and sequence length
+    assert small(**longer).logits.shape == (3, 3)
+    assert fxprune.compress(model, batch, ratio=0.5).fxprune_plan.groups  # "auto" takes a dict batch too
+
+
+def test_bert_without_layer_norms_equals_the_masked_original():
+    model = without_layer_norms(bert()).double()
+    batch = tokens()
+    inputs = Inputs(batch.values(), batch.keys())
+    small, analysis, plan, result = compress_checked(model, inputs, ratio=0.5)
+    assert result.exact and result.relative < 1e-6
+    assert parameter_count(small) < parameter_count(model)
+
+
+def test_a_dict_batch_with_targets_and_the_fx_capture_refusal():
+    model, batch = bert(), tokens()
+    labels = torch.tensor([0, 2])
+    small = fxprune.compress(model, [(batch, labels), (tokens(seed=1), labels)], ratio=0.5, capture="export")
+    assert small(**batch).logits.shape == (2, 3)
+    with pytest.raises(fxprune.InputError, match="capture='export'"):
+        fxprune.compress(model, batch, capture="fx")
+
+
+def test_a_tokenizer_batch_encoding_is_a_dict_batch():
+    model, batch = bert(), transformers.BatchEncoding(tokens())
+    small = fxprune.compress(model, batch, ratio=0.5)
+    assert small(**batch).logits.shape == (2, 3)
+
+
+def gpt2():
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=100, n_embd=32, n_layer=2, n_head=4, n_positions=64, use_cache=False)
+    return transformers.GPT2LMHeadModel(config).eval()
+
+
+def vit():
+    torch.manual_seed(0)
+    config = transformers.ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
+                                    num_attention_heads=4, intermediate_size=64, num_labels=3)
+    return transformers.ViTForImageClassification(config).eval()
+
+
+def test_gpt2_compresses_through_its_conv1d_layers_and_gelu_new():
+    model, batch = gpt2(), tokens()
+    small = fxprune.compress(model, batch, ratio=0.5)
+    out = small(**batch)
+    assert type(out).__name__ == "CausalLMOutputWithCrossAttentions" and out.logits.shape == (2, 8, 100)
+    before, after = parameter_count(model) - embedding_tables(model), parameter_count(small) - embedding_tables(small)
+    assert before / after >= 1.8, (before, after)
+    assert small(**tokens(batch=3, length=11, seed=1)).logits.shape == (3, 11, 100)
+
+
+def test_vit_compresses_its_stream_heads_and_mlp():
+    model, pixels = vit(), {"pixel_values": torch.randn(2, 3, 32, 32)}
+    small = fxprune.compress(model, pixels, ratio=0.5)
+    out = small(**pixels)
+    assert type(out).__name__ == "ImageClassifierOutput" and out.logits.shape == (2, 3)
+    assert parameter_count(model) / parameter_count(small) >= 1.8
+    assert small(torch.randn(5, 3, 32, 32)).logits.shape == (5, 3)
+
+
+def llama():
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                      use_cache=False)
+    return transformers.LlamaForCausalLM(config).eval()
+
+
+def test_llama_prunes_rotary_head_widths_in_pairs_and_keeps_the_rms_normed_stream():
+    model, batch = llama(), tokens()
+    report = str(fxprune.analyze(model, batch))
+    assert "node mean" in report  # RMSNorm: mean(x²) over the stream, which therefore stays whole
+    small = fxprune.compress(model, batch, ratio=0.5, round_to=1)
+    assert type(small(**batch)).__name__ == "CausalLMOutputWithPast"
+    attention = "model.layers.0.self_attn."
+    # head width 8 -> 4: rotate_half pairs index i with i + 4, so pairs go together, with their frequency
+    assert small.get_parameter(attention + "q_proj.weight").shape == (4 * 4, 32)
+    assert small.get_parameter(attention + "k_proj.weight").shape == (2 * 4, 32)  # 2 key/value heads (GQA)
+    assert small.get_buffer("model.rotary_emb.inv_freq").shape == (2,)
+    assert small.get_parameter("model.layers.0.mlp.gate_proj.weight").shape == (32, 32)
+    assert small(**tokens(batch=3, length=12, seed=1)).logits.shape == (3, 12, 100)
+
+
+@pytest.mark.parametrize("make", [gpt2, vit, llama], ids=["gpt2", "vit", "llama"])
+def test_without_layer_norms_the_pruned_model_equals_the_masked_original(make):
+    model = without_layer_norms(make()).double()
+    batch = {"pixel_values": torch.randn(2, 3, 32, 32).double()} if make is vit else tokens()
+    small, analysis, plan, result = compress_checked(model, Inputs(batch.values(), batch.keys()), ratio=0.5)
+    assert result.exact and result.relative < 1e-6
+    assert parameter_count(small) < 0.7 * parameter_count(model)
+
+
+def test_a_compressed_bert_saves_and_loads_from_its_recorded_dict_of_inputs(tmp_path):
+    model, batch = bert(), tokens()
+    small = fxprune.compress(model, batch, ratio=0.5)
+    assert [spec["name"] for spec in small.fxprune_input_specs] == ["input_ids", "attention_mask"]
+    fxprune.save(small, tmp_path / "bert.fxprune")
+    again = fxprune.load(tmp_path / "bert.fxprune", bert(seed=1))  # rebuilt from zeros of one row
+    torch.testing.assert_close(again(**batch).logits, small(**batch).logits)
+    assert again(**tokens(batch=3, length=10)).logits.shape == (3, 3)
