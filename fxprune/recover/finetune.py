@@ -27,6 +27,7 @@ import sys
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from ..errors import InputError
 from ..graph.distributed import active, all_reduce_mean, average_buffers, is_main, largest
@@ -83,10 +84,11 @@ def _items(data, batches):
 def finetune(model: torch.nn.Module, data, *, teacher: torch.nn.Module | None = None, epochs: float = 1,
              lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 5e-4, temperature: float = 4.0,
              kd_weight: float = 0.9, max_steps: int | None = None, max_grad_norm: float | None = 5.0,
-             device=None, progress: bool = False) -> torch.nn.Module:
+             device=None, progress: bool = True) -> torch.nn.Module:
     """Train a copy of ``model`` on ``data`` for ``epochs`` passes (or ``max_steps`` batches);
     ``max_grad_norm=None`` turns the gradient clipping off. The copy carries ``fxprune_finetune_log``,
-    the mean loss of each pass (printed to stderr with ``progress=True``, by rank 0 only)."""
+    the mean loss of each pass. ``progress``: a bar with the running loss, and a line per pass, on
+    stderr (rank 0 only), as MLACP shows."""
     if max_grad_norm is not None and (isinstance(max_grad_norm, bool) or not isinstance(max_grad_norm, (int, float))
                                       or not max_grad_norm > 0):
         raise InputError(f"finetune: max_grad_norm must be a positive number or None, got {max_grad_norm!r}")
@@ -101,6 +103,7 @@ def finetune(model: torch.nn.Module, data, *, teacher: torch.nn.Module | None = 
     optimizer = torch.optim.SGD(student.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     log, total = [], torch.zeros((), dtype=torch.float64, device=device)
+    bar = tqdm(total=steps, desc="finetune", disable=not progress or not is_main(), leave=False)
     for step, item in zip(range(steps), _items(data, batches)):
         batch = _moved(item, device)
         with torch.no_grad():
@@ -115,9 +118,12 @@ def finetune(model: torch.nn.Module, data, *, teacher: torch.nn.Module | None = 
         optimizer.step()
         schedule.step()
         total += loss.detach()
+        bar.update()
+        bar.set_postfix(loss=f"{float(loss):.3f}", refresh=False)
         if (step + 1) % per_epoch == 0 or step + 1 == steps:
             log.append(_logged(total / ((step % per_epoch) + 1), len(log) + 1, progress))
             total.zero_()
+    bar.close()
     average_buffers(student)  # DDP keeps the weights equal; each rank's last steps moved its own statistics
     student.fxprune_finetune_log = log
     return student.eval().to(original)
@@ -127,5 +133,5 @@ def _logged(mean: torch.Tensor, epoch: int, progress: bool) -> float:
     """The pass's mean loss averaged over the ranks; printed by rank 0 when asked."""
     value = float(all_reduce_mean(mean.clone()))
     if progress and is_main():
-        print(f"finetune: epoch {epoch}, loss {value:.4f}", file=sys.stderr)
+        tqdm.write(f"finetune: epoch {epoch}, loss {value:.4f}", file=sys.stderr)
     return value

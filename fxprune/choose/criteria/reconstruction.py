@@ -19,10 +19,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from ...analysis.analyze import Analysis
 from ...analysis.sites import group_sites
-from ...graph.distributed import all_reduce_sum
+from ...graph.distributed import all_reduce_sum, is_main
 from ...graph.partial_run import run_from
 from ...graph.tensors import param_key, param_name
 from .magnitude import per_index
@@ -81,7 +82,8 @@ def _energies(analysis: Analysis, site, inputs: dict[str, torch.Tensor]) -> tupl
 def reconstruction(analysis: Analysis, batches) -> list[np.ndarray]:
     sites = group_sites(analysis)
     inputs = _consumer_inputs(analysis, sites, batches)
-    parts = {site.group.id: _energies(analysis, site, inputs) for site in sites}
+    bar = tqdm(sites, desc="reconstruction", disable=not is_main(), leave=False)  # as MLACP shows its own
+    parts = {site.group.id: _energies(analysis, site, inputs) for site in bar}
     ids = list(parts)
     measured = all_reduce_sum(torch.as_tensor(np.concatenate([parts[i][0] for i in ids] or [np.zeros(0)])))
     split = np.split(measured.numpy(), np.cumsum([len(parts[i][0]) for i in ids])[:-1]) if ids else []
