@@ -14,6 +14,7 @@ stderr; a wrong argument is one ``fxprune: error: ...`` line and exit status 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -31,6 +32,7 @@ from .cli_data import UsageError, load_data, load_model
 from .cli_widths import layer_widths, plot_widths, print_groups, width_figure
 from .deploy import latency
 from .errors import FxpruneError
+from .graph.distributed import is_main
 from .graph.inputs import as_batches
 from .graph.measure import count_macs, count_parameters
 from .recover.finetune import distillation_loss
@@ -42,8 +44,18 @@ FINETUNE_DEFAULTS = dict(finetune.__kwdefaults__)  # its temperature and kd_weig
 
 
 def say(message: str) -> None:
-    """One line of progress on stderr (above any active progress bar)."""
-    tqdm.std.tqdm.write(message, file=sys.stderr)
+    """One line of progress on stderr (above any active progress bar); under torchrun, rank 0's only."""
+    if is_main():
+        tqdm.std.tqdm.write(message, file=sys.stderr)
+
+
+def _join_torchrun() -> bool:
+    """Under ``torchrun`` (``WORLD_SIZE`` > 1), join its process group, so the ranks share the scoring
+    (each takes its share of the calibration data); True when this call started the group."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or torch.distributed.is_initialized():
+        return False
+    torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return True
 
 
 # ---- arguments ------------------------------------------------------------------------------------------------------
@@ -76,7 +88,7 @@ def _add_compress_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default="synthetic", help="synthetic, or imagefolder:PATH (one folder per class)")
     parser.add_argument("--samples", type=cli_data.positive_int, default=32, help="calibration images")
     parser.add_argument("--batch-size", type=cli_data.positive_int, default=8, help="calibration images per batch")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic data and of the image sample")
+    parser.add_argument("--seed", type=int, default=0, help="seed of random weights, of the synthetic data and of the image sample")
     parser.add_argument("--max-batches", type=cli_data.max_batches_type, default=8,
                         help="batches of --data compress uses; 0 or all: every one")
     parser.add_argument("--refit", action=argparse.BooleanOptionalAction, default=None,
@@ -115,6 +127,15 @@ def _batches_used(data, max_batches: int | None) -> str:
 
 
 def _compress_command(args) -> None:
+    started = _join_torchrun()
+    try:
+        _compress(args)
+    finally:
+        if started:
+            torch.distributed.destroy_process_group()
+
+
+def _compress(args) -> None:
     say(f"loading {args.model}" + (f" with weights {args.weights}" if args.weights else " (random weights)") + "…")
     model = load_model(args.model, args.weights)
     data, described = load_data(args.data, args.size, args.samples, args.batch_size, args.in_channels, args.seed)
@@ -161,6 +182,9 @@ def _finetune(small, model, data, args):
 
 
 def _report(args, model, small, seconds: float) -> None:
+    """Sizes, the ONNX file and the saved plan: written once, by rank 0 under torchrun."""
+    if not is_main():
+        return
     example = (_example(args),)
     say("measuring parameters and MACs…")
     params = count_parameters(model), count_parameters(small)
@@ -338,6 +362,7 @@ def main(argv=None) -> int:
         if args.command is None:
             raise UsageError("expected a command: compress, inspect, bench or demo (see fxprune --help)")
         _check_arguments(args)
+        torch.manual_seed(getattr(args, "seed", 0))  # random weights: the same model in every run and on every rank
         args.run(args)
     except UsageError as error:
         return _fail(error, 2)

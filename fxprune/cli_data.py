@@ -18,6 +18,7 @@ import torch
 import torchvision
 
 from .errors import InputError
+from .graph.distributed import rank, world_size
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -123,16 +124,29 @@ def load_data(spec: str, size: int, samples: int, batch_size: int, channels: int
     ``synthetic``: Gaussian noise. ``imagefolder:PATH``: labelled images from every class of PATH,
     ``samples`` of them taken round-robin over the classes, each class's images shuffled with ``seed``.
     """
+    where = f" (rank {rank()} of {world_size()} takes batch 1 in {world_size()})" if world_size() > 1 else ""
     if spec == "synthetic":
         data = torch.randn(samples, channels, size, size, generator=torch.Generator().manual_seed(seed))
-        return list(data.split(batch_size)), f"calibration: {samples} synthetic images (Gaussian noise, seed {seed})"
+        described = f"calibration: {samples} synthetic images (Gaussian noise, seed {seed}){where}"
+        return _my_share(list(data.split(batch_size))), described
     check_data_spec(spec)
     path = spec.partition(":")[2]
     dataset = _image_folder(path, size)
     indices = stratified_indices(dataset.targets, samples, seed)
     classes = len({dataset.targets[i] for i in indices})
-    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=batch_size)
-    return loader, f"calibration: {len(indices)} images from {classes} classes of {path} (seed {seed})"
+    subset = torch.utils.data.Subset(dataset, [i for b in _my_share(_chunks(indices, batch_size)) for i in b])
+    loader = torch.utils.data.DataLoader(subset, batch_size=batch_size)
+    return loader, f"calibration: {len(indices)} images from {classes} classes of {path} (seed {seed}){where}"
+
+
+def _chunks(items: list, size: int) -> list[list]:
+    return [items[start:start + size] for start in range(0, len(items), size)]
+
+
+def _my_share(batches: list) -> list:
+    """Under torchrun, this rank's batches: every ``world_size``-th, so the ranks' batches together are one
+    process's (sums over batches, as the criteria reduce, then equal one process's)."""
+    return batches[rank()::world_size()]
 
 
 def check_data_spec(spec: str) -> None:

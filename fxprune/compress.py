@@ -41,10 +41,12 @@ def _described(value) -> str:
 
 
 def _model_digest(model) -> str:
-    """The model's parameter names and shapes, hashed (ranks must prune the same architecture)."""
+    """The model's parameter names, shapes and sums, hashed: ranks must prune the same model (weights
+    initialised at random without a common seed differ from rank to rank)."""
     if not isinstance(model, torch.nn.Module):
         return type(model).__name__
-    shapes = [(name, tuple(p.shape)) for name, p in model.named_parameters()]
+    with torch.no_grad():
+        shapes = [(name, tuple(p.shape), float(p.double().sum())) for name, p in model.named_parameters()]
     return f"{type(model).__name__} {hashlib.sha256(repr(shapes).encode()).hexdigest()[:16]}"
 
 

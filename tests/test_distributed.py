@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 import socket
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -260,3 +262,25 @@ def test_arguments_are_compared_without_memory_addresses():
     assert _described(by_rank) == "test_distributed.by_rank"
     assert "0x" not in _described(object())
     assert _described(MLACP(steps=2)) == repr(MLACP(steps=2))
+
+
+def _cli(tmp_path, *launcher: str) -> tuple[str, str]:
+    """``fxprune compress`` as a shell user runs it (under ``launcher``); its stdout and stderr."""
+    command = [sys.executable, *launcher, "-m", "fxprune", "compress", "resnet18", "--size", "32", "--samples", "8",
+               "--batch-size", "2", "--method", "taylor", "--round-to", "1", "--save", str(tmp_path / "small.fxprune")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout, done.stderr
+
+
+def test_torchrun_compress_shares_the_scoring_and_writes_once(tmp_path):
+    """``torchrun -m fxprune compress``: the ranks split the 8 images, reduce taylor's sums, and rank 0
+    alone reports and saves — the same plan one process makes on all 8."""
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    _cli(alone)
+    out, err = _cli(tmp_path, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}")
+    assert out.count("compressed resnet18") == 1 and err.count("pruned in") == 1
+    assert "rank 0 of 2 takes batch 1 in 2" in err
+    plans = [fxprune.Plan.from_json((f / "small.fxprune" / "plan.json").read_text()) for f in (alone, tmp_path)]
+    assert plans[0].to_json() == plans[1].to_json() and plans[0].removed_channels > 0
