@@ -88,7 +88,7 @@ def _add_compress_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default="synthetic", help="synthetic, or imagefolder:PATH (one folder per class)")
     parser.add_argument("--samples", type=cli_data.positive_int, default=32, help="calibration images")
     parser.add_argument("--batch-size", type=cli_data.positive_int, default=8, help="calibration images per batch")
-    parser.add_argument("--seed", type=int, default=0, help="seed of random weights, of the synthetic data and of the image sample")
+    parser.add_argument("--seed", type=int, default=0, help="seed of random weights, synthetic data, image sample")
     parser.add_argument("--max-batches", type=cli_data.max_batches_type, default=8,
                         help="batches of --data compress uses; 0 or all: every one")
     parser.add_argument("--refit", action=argparse.BooleanOptionalAction, default=None,
