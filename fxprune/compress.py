@@ -15,7 +15,7 @@ from .analysis.report import Report
 from .choose.plan import Plan
 from .choose.selection import Chooser, check_target_macs
 from .errors import InputError
-from .graph.distributed import check_same, failing_together
+from .graph.distributed import active, check_same, failing_together
 from .graph.inputs import as_batches, example_inputs, input_specs, model_device, required_inputs
 from .graph.modes import dropped_modules, rehost, training_graph
 from .pipeline import evaluating, plan_and_rewrite, traced
@@ -54,8 +54,10 @@ def _check_same_on_every_rank(model, **arguments) -> None:
     """Under ``torch.distributed``: the same arguments and model on every rank, else an ``InputError`` on all.
 
     Runs before any other check, so that an argument wrong on one rank only is reported on every
-    rank instead of leaving the others waiting in a later collective.
+    rank instead of leaving the others waiting in a later collective. Without a process group: nothing.
     """
+    if not active():
+        return
     check_same("model", _model_digest(model))
     for name, value in arguments.items():
         check_same(name, _described(value))
