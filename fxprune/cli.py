@@ -35,6 +35,7 @@ from .errors import FxpruneError
 from .graph.distributed import is_main
 from .graph.inputs import as_batches
 from .graph.measure import count_macs, count_parameters
+from .graph.outputs import logits_of
 from .recover.finetune import distillation_loss
 
 __all__ = ["build_parser", "layer_widths", "load_data", "load_model", "main", "plot_widths", "width_figure"]
@@ -151,18 +152,14 @@ def _compress(args) -> None:
     _report(args, model, small, seconds)
 
 
-def _logits(outputs) -> torch.Tensor:
-    logits = outputs[0] if isinstance(outputs, (tuple, list)) else outputs
-    return logits.flatten(1) if logits.dim() > 2 else logits
-
-
 def _distillation_loss(student, teacher, batches) -> float:
     """The loss ``finetune`` minimises, averaged over ``batches`` (both models in eval mode)."""
     defaults = FINETUNE_DEFAULTS
     total = 0.0
     with torch.no_grad():
         for batch in batches:
-            total += float(distillation_loss(_logits(student(*batch.inputs)), _logits(teacher(*batch.inputs)),
+            total += float(distillation_loss(logits_of(student(*batch.args, **batch.kwargs)),
+                                             logits_of(teacher(*batch.args, **batch.kwargs)),
                                              batch.targets, defaults["temperature"], defaults["kd_weight"]))
     return total / len(batches)
 

@@ -160,3 +160,14 @@ def test_a_compressed_bert_saves_and_loads_from_its_recorded_dict_of_inputs(tmp_
     again = fxprune.load(tmp_path / "bert.fxprune", bert(seed=1))  # rebuilt from zeros of one row
     torch.testing.assert_close(again(**batch).logits, small(**batch).logits)
     assert again(**tokens(batch=3, length=10)).logits.shape == (3, 3)
+
+
+def test_bert_scores_by_taylor_and_fine_tunes_from_dict_batches():
+    """Criteria and fine-tuning read the logits of a ``ModelOutput`` and call the models by keyword."""
+    model, batch = bert(), tokens(batch=4)
+    labels = torch.tensor([0, 1, 2, 1])
+    small = fxprune.compress(model, (batch, labels), ratio=0.5, method="taylor", capture="export")
+    assert small.fxprune_plan.removed_channels > 0
+    tuned = fxprune.finetune(small, [(batch, labels)], teacher=model, epochs=2, progress=False)
+    first, last = tuned.fxprune_finetune_log
+    assert last < first and tuned(**batch).logits.shape == (4, 3)

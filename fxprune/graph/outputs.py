@@ -1,8 +1,21 @@
-"""Comparing what two models return, whatever the structure of their outputs."""
+"""Reading what a model returns, whatever the structure of its outputs: its logits, all its tensors,
+and the difference between two models' outputs."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
+
+
+def logits_of(outputs) -> torch.Tensor:
+    """The logits a loss reads: the output itself, the first of a tuple, or the ``logits`` of a dict-like
+    output (Hugging Face's ``ModelOutput``), flattened to (batch, classes)."""
+    if isinstance(outputs, Mapping):
+        outputs = outputs["logits"] if "logits" in outputs else next(iter(outputs.values()))
+    elif isinstance(outputs, (tuple, list)):
+        outputs = outputs[0]
+    return outputs.flatten(1) if outputs.dim() > 2 else outputs
 
 
 def flat_outputs(value) -> list[torch.Tensor]:

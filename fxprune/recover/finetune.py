@@ -31,12 +31,8 @@ from tqdm.auto import tqdm
 
 from ..errors import InputError
 from ..graph.distributed import active, all_reduce_mean, average_buffers, is_main, largest
-from ..graph.inputs import Batch, as_batches, check_targets
-
-
-def _logits(outputs) -> torch.Tensor:
-    logits = outputs[0] if isinstance(outputs, (tuple, list)) else outputs
-    return logits.flatten(1) if logits.dim() > 2 else logits
+from ..graph.inputs import Batch, Inputs, as_batches, check_targets, keywords_of
+from ..graph.outputs import logits_of
 
 
 def distillation_loss(student, teacher, targets, temperature: float, kd_weight: float) -> torch.Tensor:
@@ -55,7 +51,7 @@ def distillation_loss(student, teacher, targets, temperature: float, kd_weight: 
 
 def _moved(batch: Batch, device) -> Batch:
     targets = batch.targets.to(device) if batch.targets is not None else None
-    return Batch(tuple(t.to(device) for t in batch.inputs), targets)
+    return Batch(Inputs([t.to(device) for t in batch.inputs], keywords_of(batch.inputs)), targets)
 
 
 def _resolved(device) -> torch.device:
@@ -107,8 +103,8 @@ def finetune(model: torch.nn.Module, data, *, teacher: torch.nn.Module | None = 
     for step, item in zip(range(steps), _items(data, batches)):
         batch = _moved(item, device)
         with torch.no_grad():
-            target_logits = _logits(teacher(*batch.inputs)) if teacher is not None else None
-        logits = _logits(trained(*batch.inputs))
+            target_logits = logits_of(teacher(*batch.args, **batch.kwargs)) if teacher is not None else None
+        logits = logits_of(trained(*batch.args, **batch.kwargs))
         check_targets(batch, logits.shape[1] if logits.dim() > 1 else None, f"batch {step}")
         loss = distillation_loss(logits, target_logits, batch.targets, temperature, kd_weight)
         optimizer.zero_grad(set_to_none=True)

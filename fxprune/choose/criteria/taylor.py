@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from ...analysis.analyze import Analysis
 from ...graph.distributed import all_reduce_sum
 from ...graph.inputs import check_targets
+from ...graph.outputs import logits_of
 from ...graph.shapes import output_classes
 from ...graph.tensors import param_name
 from .magnitude import parameter
@@ -22,8 +23,7 @@ from .magnitude import parameter
 
 def classification_loss(outputs, targets) -> torch.Tensor:
     """Cross-entropy against ``targets``, or against the outputs' own argmax when there are none."""
-    logits = outputs[0] if isinstance(outputs, (tuple, list)) else outputs
-    logits = logits.flatten(1) if logits.dim() > 2 else logits
+    logits = logits_of(outputs)
     labels = targets if targets is not None else logits.detach().argmax(1)
     return F.cross_entropy(logits, labels)
 

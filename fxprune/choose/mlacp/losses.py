@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ...graph.outputs import logits_of
+
 TERMS = ("reconstruction", "gram", "classification")
 
 
@@ -66,9 +68,7 @@ def spatial_gram_loss(base: torch.Tensor, pruned: torch.Tensor) -> torch.Tensor:
 
 
 def classification_loss(outputs, labels: torch.Tensor) -> torch.Tensor:
-    logits = outputs[0] if isinstance(outputs, (tuple, list)) else outputs
-    logits = logits.flatten(1) if logits.dim() > 2 else logits
-    return F.cross_entropy(logits, labels)
+    return F.cross_entropy(logits_of(outputs), labels)
 
 
 def loss_parts(base: dict[str, torch.Tensor], pruned: dict[str, torch.Tensor], consumers: list[str],
