@@ -21,7 +21,7 @@ from .graph.modes import dropped_modules, rehost, training_graph
 from .pipeline import evaluating, plan_and_rewrite, traced
 from .recover.batchnorm import recalibrate_bn as recalibrate_batch_norms
 from .rewrite.apply import rewrite
-from .rules import shape_shortcuts
+from .rules import fuse_written_out, shape_shortcuts
 
 
 def _check_arguments(model, ratio, round_to) -> None:
@@ -89,6 +89,8 @@ def _prune(model, inputs, leaf_modules, choose_plan, ignore=(), copy_weights=Fal
     gm = traced(model, inputs, leaf_modules, concrete_args, given, capture)
     exported = gm.meta.get("fxprune_capture") == "export"  # one capture, in eval mode
     train_gm = None if exported else training_graph(model, gm, inputs, leaf_modules, shape_shortcuts())  # aux heads
+    if train_gm is not None:
+        fuse_written_out(train_gm)
     gm = train_gm or gm
     gm = copy.deepcopy(gm) if copy_weights else gm
     small, _, plan = plan_and_rewrite(gm, inputs, choose_plan, ignore)

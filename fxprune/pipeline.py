@@ -24,7 +24,7 @@ from .graph.capture import capture_graph
 from .graph.shapes import check_batch_dims, propagate_shapes, tensor_shapes
 from .graph.tensors import DimRef, output_key
 from .rewrite.apply import rewrite
-from .rules import shape_shortcuts
+from .rules import fuse_written_out, shape_shortcuts
 
 MAX_ROUNDS = 6
 
@@ -52,6 +52,7 @@ def traced(model: torch.nn.Module, inputs: tuple, leaf_modules=(), concrete_args
     gm = capture_graph(model, given if given is not None else inputs, capture, tuple(leaf_modules), concrete_args)
     check_batch_dims(gm, given if given is not None else inputs)
     propagate_shapes(gm, inputs, shape_shortcuts())
+    fuse_written_out(gm)  # RMSNorm written out as five nodes -> one, whose rule lets the hidden size be pruned
     return gm
 
 

@@ -62,6 +62,10 @@ def _split(model: torch.nn.Module, inputs: tuple) -> tuple[tuple, dict, object]:
     return args, kwargs, {name: pytree.tree_map(_free_dims, value) for name, value in bound.items()}
 
 
+def _doubled(inputs: tuple) -> tuple:
+    return tuple(torch.cat([t, t]) if isinstance(t, torch.Tensor) and t.dim() else t for t in inputs)
+
+
 def _export(model: torch.nn.Module, inputs: tuple) -> torch.export.ExportedProgram:
     args, kwargs, dynamic = _split(model, inputs)
     try:
@@ -83,20 +87,48 @@ def _positional(gm: torch.fx.GraphModule) -> None:
     gm.recompile()
 
 
+def _plain(program: torch.export.ExportedProgram, model: torch.nn.Module, keywords: bool) -> torch.fx.GraphModule:
+    """The exported program as a GraphModule without its shape guards (fxprune checks shapes itself)."""
+    exported = program.module()
+    for node in [n for n in exported.graph.nodes if n.op == "call_module" and n.target == "_guards_fn"]:
+        exported.graph.erase_node(node)
+    gm = torch.fx.GraphModule(exported, exported.graph, type(model).__name__)
+    gm._in_spec, gm._out_spec = exported._in_spec, exported._out_spec  # read by the pytree code of forward
+    if keywords:
+        _positional(gm)
+    gm.meta["fxprune_capture"] = "export"
+    return gm
+
+
+def _runs_on_one_row(gm: torch.fx.GraphModule, inputs: tuple) -> bool:
+    row = tuple(t[:1] if isinstance(t, torch.Tensor) and t.dim() else t for t in inputs)
+    try:
+        with torch.no_grad():
+            gm(*row)
+    except Exception:  # any failure means the batch size is baked in
+        return False
+    return True
+
+
 def export_graph(model: torch.nn.Module, inputs: tuple) -> torch.fx.GraphModule:
     """``model`` captured by ``torch.export`` as a plain GraphModule; ``TraceError`` when it cannot be."""
+    keywords = bool(keywords_of(inputs))
+    inputs = inputs if keywords else tuple(inputs)
     try:
-        exported = _export(model, inputs if keywords_of(inputs) else tuple(inputs)).module()
+        gm = _plain(_export(model, inputs), model, keywords)
     except InputError:
         raise
     except Exception as error:  # export raises many kinds; all mean "cannot capture"
         raise TraceError(f"torch.export cannot capture {type(model).__name__}: {type(error).__name__}: "
                          f"{torch_message(error)}") from error
-    for node in [n for n in exported.graph.nodes if n.op == "call_module" and n.target == "_guards_fn"]:
-        exported.graph.erase_node(node)
-    gm = torch.fx.GraphModule(exported, exported.graph, type(model).__name__)
-    gm._in_spec, gm._out_spec = exported._in_spec, exported._out_spec  # read by the pytree code of forward
-    if keywords_of(inputs):
-        _positional(gm)
-    gm.meta["fxprune_capture"] = "export"
-    return gm
+    batched = any(isinstance(t, torch.Tensor) and t.dim() and len(t) > 1 for t in inputs)
+    if keywords or not batched or _runs_on_one_row(gm, inputs):
+        return gm
+    # state the model cached at the batch size it last ran (a detect head's anchors, under ``if self.shape
+    # != shape``) pins the batch to that size; at twice the batch the comparison fails, the cache is
+    # rebuilt from symbolic sizes and the batch stays free
+    try:
+        retry = _plain(_export(model, _doubled(inputs)), model, keywords)
+    except Exception:  # keep the capture that worked, at its batch size
+        return gm
+    return retry if _runs_on_one_row(retry, inputs) else gm

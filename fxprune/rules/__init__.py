@@ -15,6 +15,7 @@ from . import (  # noqa: F401
     reshape,
     transformer,
     video,
+    written_out,
 )
 from .base import (
     Freeze,
@@ -34,6 +35,8 @@ from .base import (
     shape_shortcuts,
     unregister,
 )
+from .written_out import fuse_written_out
 
 __all__ = ["Freeze", "Lazy", "NodeView", "Observe", "Relation", "Rule", "Tie", "describe_key", "find_rule", "register",
-           "registered_keys", "rule_for", "rule_key", "same_dims", "shape_shortcuts", "unregister"]
+           "registered_keys", "rule_for", "rule_key", "same_dims", "shape_shortcuts", "unregister",
+           "fuse_written_out"]

@@ -21,7 +21,8 @@ aten = torch.ops.aten
 ALIASES = {
     # layers
     aten.conv1d.default: F.conv1d, aten.conv2d.default: F.conv2d, aten.conv3d.default: F.conv3d,
-    aten.linear.default: F.linear, aten.layer_norm.default: F.layer_norm, aten.group_norm.default: F.group_norm,
+    aten.linear.default: F.linear, aten.layer_norm.default: F.layer_norm, aten.rms_norm.default: F.rms_norm,
+    aten.group_norm.default: F.group_norm,
     # elementwise (in-place forms compute the same channels)
     aten.relu.default: torch.relu, aten.relu_.default: torch.relu, aten.hardtanh.default: F.hardtanh,
     aten.hardtanh_.default: F.hardtanh, aten.silu.default: F.silu, aten.silu_.default: F.silu,
@@ -31,7 +32,7 @@ ALIASES = {
     aten.hardsigmoid.default: F.hardsigmoid, aten.hardsigmoid_.default: F.hardsigmoid,
     aten.dropout.default: F.dropout, aten.dropout_.default: F.dropout, aten.contiguous.default: "contiguous",
     aten.clone.default: "clone", aten.pow.Tensor_Scalar: "pow",
-    aten.to.dtype: "to", aten.to.dtype_layout: "to", aten.to.device: "to",
+    aten.to.dtype: "to", aten.to.dtype_layout: "to", aten.to.device: "to", aten.type_as.default: "type_as",
     aten.add.Tensor: operator.add, aten.add_.Tensor: operator.add, aten.sub.Tensor: operator.sub,
     aten.mul.Tensor: operator.mul, aten.mul_.Tensor: operator.mul, aten.div.Tensor: operator.truediv,
     # views and joins
@@ -44,6 +45,12 @@ ALIASES = {
     aten.max_pool2d.default: F.max_pool2d, aten.avg_pool2d.default: F.avg_pool2d,
     aten.adaptive_avg_pool2d.default: F.adaptive_avg_pool2d, aten.mean.dim: torch.mean,
     aten.softmax.int: torch.softmax,
+    aten.upsample_nearest1d.vec: F.interpolate, aten.upsample_nearest2d.vec: F.interpolate,
+    aten.upsample_nearest3d.vec: F.interpolate, aten.upsample_linear1d.vec: F.interpolate,
+    aten.upsample_bilinear2d.vec: F.interpolate, aten.upsample_trilinear3d.vec: F.interpolate,
+    aten.upsample_bicubic2d.vec: F.interpolate,
+    # products of activations
+    aten.matmul.default: torch.matmul, aten.bmm.default: torch.bmm,
     # sizes read in a graph with a free batch dimension
     aten.sym_size.int: "size",
 }

@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..graph.tensors import DimRef
-from .base import Lazy, NodeView, Tie, register, same_dims
+from .base import Lazy, NodeView, Observe, Tie, register, same_dims
 
 # torchvision's, named so that ``import fxprune`` does not import torchvision (and with it its models)
 STOCHASTIC_DEPTH = Lazy("torchvision.ops.stochastic_depth:StochasticDepth")
@@ -39,7 +39,7 @@ UNARY_FUNCTIONS = (
 )
 UNARY_METHODS = (
     "relu", "relu_", "sigmoid", "sigmoid_", "tanh", "exp", "abs", "neg", "sqrt", "rsqrt", "clamp", "cos", "sin",
-    "clamp_min", "clamp_max", "clone", "half", "type_as", "square", "pow", "softplus",
+    "clamp_min", "clamp_max", "clone", "half", "square", "pow", "softplus",
 )
 BINARY_FUNCTIONS = (
     operator.sub, operator.mul, operator.truediv, operator.iadd, operator.imul,
@@ -64,6 +64,17 @@ def unary(view: NodeView):
     if not inputs or view.out() not in view.table.shapes or view.shape(inputs[0]) != view.shape(view.out()):
         return []
     return same_dims(inputs[0], view.out(), view)
+
+
+@register("type_as")
+def cast_like(view: NodeView):
+    """``y = x.type_as(other)``: ``x`` in ``other``'s dtype; ``other`` is read for its dtype alone, so
+    its channels may go (a grid built from a feature map's dtype)."""
+    x, other = view.key_of(view.arg(0)), view.key_of(view.arg(1, "other"))
+    if x is not None:
+        yield from same_dims(x, view.out(), view)
+    if other is not None and other != x:
+        yield from (Observe(ref) for ref in view.dims(other))
 
 
 @register(operator.add, torch.add, latency="fusable")  # a residual add joins the conv kernel before it

@@ -43,10 +43,10 @@ def _check_batch_norm(module: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) 
         raise ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}")
 
 
-def _check_layer_norm(module: nn.LayerNorm, x: torch.Tensor) -> None:
+def _check_layer_norm(module: nn.LayerNorm | nn.RMSNorm, x: torch.Tensor) -> None:
     shape = tuple(module.normalized_shape)
     if tuple(x.shape[x.dim() - len(shape):]) != shape:
-        raise RuntimeError(f"LayerNorm normalizes over {shape}, input has shape {tuple(x.shape)}")
+        raise RuntimeError(f"{type(module).__name__} normalizes over {shape}, input has shape {tuple(x.shape)}")
     _check_parameter_shapes(module, ("weight", "bias"), shape)
 
 
@@ -322,12 +322,30 @@ def _shrink_layer_norm_function(view: NodeView, ctx):
 
 @register(F.layer_norm, shrink=_shrink_layer_norm_function, normalizes=_layer_norm_dims)
 def layer_norm_function(view: NodeView):
+    return _norm_function_ties(view, with_bias=True)
+
+
+def _norm_function_ties(view: NodeView, with_bias: bool):
+    """``F.layer_norm(x, shape, weight, bias)`` or ``F.rms_norm(x, shape, weight)``, with a literal shape."""
     x = view.key_of(view.arg(0, "input"))
     shape = view.arg(1, "normalized_shape")
     if x is None or not isinstance(shape, (list, tuple)) or not all(isinstance(s, int) for s in shape):
         return []
-    weight, bias = view.key_of(view.arg(2, "weight")), view.key_of(view.arg(3, "bias"))
+    weight, bias = view.key_of(view.arg(2, "weight")), view.key_of(view.arg(3, "bias")) if with_bias else None
     return layer_norm_ties(view, x, view.out(), weight, bias, len(shape))
+
+
+@register(nn.RMSNorm, shrink=_shrink_layer_norm, normalizes=_layer_norm_dims, same_shape=_check_layer_norm)
+def rms_norm_module(view: NodeView):
+    """RMSNorm: LayerNorm without the mean and the bias; its weight is tied to the normalised dims."""
+    norm = view.module
+    weight = view.param("weight") if norm.weight is not None else None
+    return layer_norm_ties(view, view.tensor_args()[0], view.out(), weight, None, len(norm.normalized_shape))
+
+
+@register(F.rms_norm, shrink=_shrink_layer_norm_function, normalizes=_layer_norm_dims)
+def rms_norm_function(view: NodeView):
+    return _norm_function_ties(view, with_bias=False)
 
 
 def group_norm_ties(view: NodeView, x: str, y: str, weight: str | None, bias: str | None, groups: int):

@@ -27,6 +27,23 @@ def test_an_aliased_aten_op_gets_the_rule_and_facts_of_its_target():
     assert case.same_channels(("a", 1), ("b", 1)) and case.same_channels(("op", 1), ("b", 0))
 
 
+@pytest.mark.parametrize("op, args", [
+    (aten.upsample_nearest2d.vec, (None, [2.0, 2.0])),
+    (aten.upsample_bilinear2d.vec, ((6, 6), False, None)),
+], ids=["nearest", "bilinear"])
+def test_aten_upsampling_is_a_resize_that_keeps_batch_and_channels(op, args):
+    case = single_op(op, torch.randn(2, 5, 3, 3), *args)
+    assert case.rule.name == "resize"
+    assert case.same_channels(("a", 1), ("op", 1)) and case.same_channels(("a", 0), ("op", 0))
+    assert case.frozen(("a", 2))  # new spatial dims
+
+
+def test_aten_matmul_is_the_matmul_rule():
+    case = single_op(aten.matmul.default, torch.randn(2, 4, 5, 8), torch.randn(2, 4, 8, 7))
+    assert case.rule.name == "matmul"
+    assert case.same_channels(("a", 3), ("b", 2)) and case.same_channels(("b", 3), ("op", 3))
+
+
 def test_aten_batch_norm_ties_its_vectors_in_their_own_order():
     x, weight, bias, mean, var = torch.randn(2, 5, 3, 3), torch.rand(5), torch.rand(5), torch.rand(5), torch.rand(5)
     case = single_op(aten.batch_norm.default, x, weight, bias, mean, var, False, 0.1, 1e-5, False)

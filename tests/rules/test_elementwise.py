@@ -8,7 +8,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 from single_op import single_op
 
-RULES = ("unary", "broadcast")
+RULES = ("unary", "broadcast", "cast_like")
+
+
+@pytest.mark.parametrize("op", ["type_as", torch.ops.aten.type_as.default], ids=["method", "aten"])
+def test_type_as_ties_its_input_and_only_reads_the_other_operands_dtype(op):
+    case = single_op(op, torch.randn(2, 5), torch.randn(2, 3, 4, 4).double())
+    assert case.rule.name == "cast_like"
+    assert case.same_channels(("a", 1), ("op", 1)) and case.apart(("a", 0), ("op", 1))
+    assert not any(case.frozen(("b", dim)) for dim in range(4))  # a grid built in a feature map's dtype
 
 
 @pytest.mark.parametrize("op", [nn.ReLU(), nn.SiLU(), nn.Dropout(0.1), F.gelu, torch.sigmoid, "clamp_min", "to"],

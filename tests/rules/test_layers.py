@@ -8,6 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from single_op import single_op
 
+import fxprune
 from fxprune.analysis.analyze import analyze_graph
 from fxprune.graph.tensors import DimRef, canonical_names
 from fxprune.pipeline import traced
@@ -24,6 +25,8 @@ RULES = (
     "layer_norm_module",
     "linear_function",
     "linear_module",
+    "rms_norm_function",
+    "rms_norm_module",
 )
 
 W, B = "param:op.weight", "param:op.bias"
@@ -355,6 +358,42 @@ def test_layer_norm_shape_shortcut_rejects_an_input_that_does_not_end_in_its_sha
     rule.same_shape(nn.LayerNorm((5, 7)), torch.randn(3, 5, 7))
     with pytest.raises(RuntimeError, match="normalizes over"):
         rule.same_shape(nn.LayerNorm((5, 7)), torch.randn(3, 7, 5))
+
+
+# ----- rms_norm_module / rms_norm_function
+
+
+def test_rms_norm_ties_its_weight_to_the_normalised_dims_and_normalizes_them():
+    case = single_op(nn.RMSNorm((5, 7)), torch.randn(2, 3, 5, 7))
+    assert case.rule.name == "rms_norm_module"
+    assert whole_ties(case) == {(d(W, 0), d("op", 2)), (d(W, 1), d("op", 3))} | {(d("a", i), d("op", i))
+                                                                                  for i in range(4)}
+    assert normalized_dims(case) == [2, 3]
+    case = single_op(nn.RMSNorm(7, elementwise_affine=False), torch.randn(3, 5, 7))
+    assert whole_ties(case) == {(d("a", i), d("op", i)) for i in range(3)}
+
+
+def test_rms_norm_shape_shortcut_rejects_an_input_that_does_not_end_in_its_shape():
+    rule = module_rule(nn.RMSNorm)
+    rule.same_shape(nn.RMSNorm(7), torch.randn(3, 5, 7))
+    with pytest.raises(RuntimeError, match="RMSNorm normalizes over"):
+        rule.same_shape(nn.RMSNorm(7), torch.randn(3, 7, 5))
+
+
+def test_functional_rms_norm_ties_a_weight_passed_as_input_and_shrinks_its_shape():
+    case = single_op(F.rms_norm, torch.randn(3, 5, 7), [7], torch.randn(7), 1e-5)
+    assert case.rule.name == "rms_norm_function"
+    assert whole_ties(case) == {(d("b", 0), d("op", 2))} | {(d("a", i), d("op", i)) for i in range(3)}
+    assert case.apart(("b", 0), ("op", 1))
+    assert normalized_dims(case) == [2]
+
+
+def test_a_pruned_rms_norm_normalises_over_the_kept_channels():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 16), nn.RMSNorm(16), nn.Linear(16, 2))
+    small = fxprune.compress(model, torch.randn(4, 3), ratio=0.5, round_to=1)
+    assert small.get_submodule("1").normalized_shape == (8,) and small.get_parameter("1.weight").shape == (8,)
+    assert small(torch.randn(5, 3)).shape == (5, 2)
 
 
 def test_functional_layer_norm_ties_weight_and_bias_passed_as_inputs_to_the_last_dims():
