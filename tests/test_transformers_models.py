@@ -13,13 +13,17 @@ transformers = pytest.importorskip("transformers", reason="transformers is not i
 
 
 class ChannelAffine(nn.Module):
-    """A per-channel affine map in LayerNorm's place: channels stay apart, so the oracle is exact."""
+    """A per-channel affine map in LayerNorm's place: channels stay apart, so the oracle is exact. Over
+    dim 1 for ConvNeXt's channels-first LayerNorm, else over the last dim."""
 
     def __init__(self, norm: nn.LayerNorm):
         super().__init__()
         self.weight, self.bias = nn.Parameter(norm.weight.detach().clone()), nn.Parameter(norm.bias.detach().clone())
+        self.channels_first = getattr(norm, "data_format", None) == "channels_first"
 
     def forward(self, x):
+        if self.channels_first:
+            return x * self.weight[:, None, None] + self.bias[:, None, None]
         return x * self.weight + self.bias
 
 
@@ -140,6 +144,29 @@ def test_vit_compresses_its_stream_heads_and_mlp():
     assert small(torch.randn(5, 3, 32, 32)).logits.shape == (5, 3)
 
 
+def hf_resnet():
+    torch.manual_seed(0)
+    config = transformers.ResNetConfig(embedding_size=16, hidden_sizes=[16, 32, 64, 64], depths=[1, 1, 1, 1],
+                                       num_labels=3)
+    return transformers.ResNetForImageClassification(config).eval()
+
+
+def convnext():
+    torch.manual_seed(0)
+    config = transformers.ConvNextConfig(hidden_sizes=[16, 32, 64, 64], depths=[1, 1, 1, 1], num_labels=3)
+    return transformers.ConvNextForImageClassification(config).eval()
+
+
+@pytest.mark.parametrize("make", [hf_resnet, convnext], ids=["resnet", "convnext"])
+def test_convolutional_image_classifiers_compress_and_return_their_output_type(make):
+    model, pixels = make(), {"pixel_values": torch.randn(2, 3, 64, 64)}
+    small = fxprune.compress(model, pixels, ratio=0.5)
+    out = small(**pixels)
+    assert type(out).__name__ == "ImageClassifierOutputWithNoAttention" and out.logits.shape == (2, 3)
+    assert parameter_count(model) / parameter_count(small) >= 1.8
+    assert small(torch.randn(3, 3, 64, 64)).logits.shape == (3, 3)
+
+
 def llama():
     torch.manual_seed(0)
     config = transformers.LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
@@ -169,13 +196,30 @@ def test_llama_prunes_rotary_head_widths_in_pairs_and_the_hidden_size_through_it
     assert small(**tokens(batch=3, length=12, seed=1)).logits.shape == (3, 12, 100)
 
 
-@pytest.mark.parametrize("make", [gpt2, vit, llama], ids=["gpt2", "vit", "llama"])
+IMAGES = {vit: 32, hf_resnet: 64, convnext: 64}  # the image size of each image model; the rest take tokens
+
+
+def example_batch(make, dtype=torch.float32) -> dict:
+    size = IMAGES.get(make)
+    return tokens() if size is None else {"pixel_values": torch.randn(2, 3, size, size, dtype=dtype)}
+
+
+@pytest.mark.parametrize("make", [gpt2, vit, llama, hf_resnet, convnext],
+                         ids=["gpt2", "vit", "llama", "resnet", "convnext"])
 def test_without_layer_norms_the_pruned_model_equals_the_masked_original(make):
     model = without_layer_norms(make()).double()
-    batch = {"pixel_values": torch.randn(2, 3, 32, 32).double()} if make is vit else tokens()
+    batch = example_batch(make, torch.float64)
     small, analysis, plan, result = compress_checked(model, Inputs(batch.values(), batch.keys()), ratio=0.5)
     assert result.exact and result.relative < 1e-6
     assert parameter_count(small) < 0.7 * parameter_count(model)
+
+
+@pytest.mark.parametrize("make", [bert, gpt2, llama, vit, convnext], ids=["bert", "gpt2", "llama", "vit", "convnext"])
+def test_a_pruned_model_exports_to_onnx_with_parity(make, tmp_path):
+    model, batch = make(), example_batch(make)
+    small = fxprune.compress(model, batch, ratio=0.5)
+    result = fxprune.export_onnx(small, tuple(batch.values()), tmp_path / "small.onnx")
+    assert result.relative <= result.tolerance
 
 
 def test_a_compressed_bert_saves_and_loads_from_its_recorded_dict_of_inputs(tmp_path):
