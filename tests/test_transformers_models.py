@@ -204,6 +204,19 @@ def example_batch(make, dtype=torch.float32) -> dict:
     return tokens() if size is None else {"pixel_values": torch.randn(2, 3, size, size, dtype=dtype)}
 
 
+def test_a_causal_lm_with_its_default_cache_is_pruned_and_returns_its_logits_without_a_cache():
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    model, batch = transformers.LlamaForCausalLM(config).eval(), tokens()
+    assert model.config.use_cache and model(**batch).past_key_values is not None
+    small = fxprune.compress(model, batch, ratio=0.5)
+    out = small(**batch)
+    assert out.logits.shape == (2, 8, 100) and out.past_key_values is None
+    assert small.get_parameter("model.layers.0.self_attn.k_proj.weight").shape[0] < 16  # head widths pruned
+    assert model.config.use_cache  # the user's config as it was
+
+
 @pytest.mark.parametrize("make", [gpt2, vit, llama, hf_resnet, convnext],
                          ids=["gpt2", "vit", "llama", "resnet", "convnext"])
 def test_without_layer_norms_the_pruned_model_equals_the_masked_original(make):

@@ -19,6 +19,7 @@ one row is captured at two copies of it, so that its batch dimension stays free 
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 
 import torch
@@ -66,12 +67,30 @@ def _doubled(inputs: tuple) -> tuple:
     return tuple(torch.cat([t, t]) if isinstance(t, torch.Tensor) and t.dim() else t for t in inputs)
 
 
+@contextlib.contextmanager
+def _without_cache(model: torch.nn.Module):
+    """A model whose config asks for a key/value cache (Hugging Face's ``use_cache``, on by default for
+    causal LMs) captured without it: the cache is a copy of every layer's keys and values kept for
+    generation, which as an output of the graph would freeze every head width (and export cannot
+    flatten its type). The pruned model returns the logits, without a cache."""
+    config = getattr(model, "config", None)
+    if getattr(config, "use_cache", None) is not True:
+        yield
+        return
+    config.use_cache = False
+    try:
+        yield
+    finally:
+        config.use_cache = True
+
+
 def _export(model: torch.nn.Module, inputs: tuple) -> torch.export.ExportedProgram:
     args, kwargs, dynamic = _split(model, inputs)
-    try:
-        return torch.export.export(model, args, kwargs, dynamic_shapes=dynamic, strict=False)
-    except Exception:  # a model whose batch size is baked in somewhere: capture it at this one
-        return torch.export.export(model, args, kwargs, strict=False)
+    with _without_cache(model):
+        try:
+            return torch.export.export(model, args, kwargs, dynamic_shapes=dynamic, strict=False)
+        except Exception:  # a model whose batch size is baked in somewhere: capture it at this one
+            return torch.export.export(model, args, kwargs, strict=False)
 
 
 def _positional(gm: torch.fx.GraphModule) -> None:
