@@ -7,7 +7,11 @@ import torch.nn as nn
 from helpers import compress_checked, parameter_count
 
 import fxprune
-from fxprune.graph.inputs import Inputs
+from fxprune.analysis.analyze import analyze_graph
+from fxprune.analysis.sites import group_sites
+from fxprune.choose.criteria.reconstruction import _consumer_inputs, _energies
+from fxprune.graph.inputs import Inputs, as_batches, example_inputs
+from fxprune.pipeline import traced
 
 transformers = pytest.importorskip("transformers", reason="transformers is not installed (pip install transformers)")
 
@@ -254,3 +258,21 @@ def test_bert_scores_by_taylor_and_fine_tunes_from_dict_batches():
     tuned = fxprune.finetune(small, [(batch, labels)], teacher=model, epochs=2, progress=False)
     first, last = tuned.fxprune_finetune_log
     assert last < first and tuned(**batch).logits.shape == (4, 3)
+
+
+def test_reconstruction_measures_an_exported_graphs_linear_inputs_over_batches_of_two_lengths():
+    """Token batches of different sequence lengths are measured batch by batch, and the layers of an
+    exported graph (``aten.linear`` on weights read by name) are measured, not ranked by weight alone."""
+    model, labels = bert(), torch.tensor([0, 2])
+    data = [(tokens(length=8), labels), (tokens(length=12, seed=1), labels)]
+    small = fxprune.compress(model, data, ratio=0.5, method="reconstruction")
+    assert small.fxprune_plan.removed_channels > 0 and small(**tokens(length=5)).logits.shape == (2, 3)
+    batches = as_batches(data)
+    gm = traced(model, example_inputs(batches), given=batches[0].inputs)
+    analysis = analyze_graph(gm)
+    sites = group_sites(analysis)
+    inputs = _consumer_inputs(analysis, sites, batches)
+    assert {len(xs) for xs in inputs.values()} == {2}  # one tensor per batch, each of its own length
+    read_by_layers = [site for site in sites if site.consumers]  # query/key widths are read by attention alone
+    assert len(read_by_layers) >= 6 and all(_energies(analysis, site, inputs)[0].sum() > 0 for site in read_by_layers)
+

@@ -26,6 +26,7 @@ from ...analysis.sites import group_sites
 from ...graph.distributed import all_reduce_sum, is_main
 from ...graph.partial_run import run_from
 from ...graph.tensors import param_key, param_name
+from ...rules.base import canonical_target
 from .magnitude import per_index
 
 MAX_SAMPLES = 32  # the per-channel contributions of a layer take samples × in × out maps
@@ -35,7 +36,7 @@ def _column_energy(module, x: torch.Tensor) -> torch.Tensor | None:
     """Energy of each input column's contribution to the layer's output (None: not a conv/linear)."""
     weight = module.weight.detach()
     if isinstance(module, torch.nn.Linear):
-        return x.reshape(-1, x.shape[-1]).pow(2).sum(0) * weight.pow(2).sum(0)
+        return _linear_energy(weight, x)
     if isinstance(module, torch.nn.Conv2d) and module.groups == 1 and not isinstance(module.padding, str):
         channels = weight.shape[1]
         split = weight.transpose(0, 1).reshape(-1, 1, *weight.shape[2:])  # (in · out, 1, k, k)
@@ -44,8 +45,13 @@ def _column_energy(module, x: torch.Tensor) -> torch.Tensor | None:
     return None
 
 
-def _consumer_inputs(analysis: Analysis, sites, batches) -> dict[str, torch.Tensor]:
-    """The input of every consumer layer, over at most ``MAX_SAMPLES`` calibration samples."""
+def _linear_energy(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return x.reshape(-1, x.shape[-1]).pow(2).sum(0) * weight.detach().pow(2).sum(0)
+
+
+def _consumer_inputs(analysis: Analysis, sites, batches) -> dict[str, list[torch.Tensor]]:
+    """The input of every consumer layer, batch by batch (their lengths may differ: token batches of
+    several sequence lengths), over at most ``MAX_SAMPLES`` calibration samples."""
     wanted = {n.args[0].name for s in sites for n in s.consumers if n.args and hasattr(n.args[0], "name")}
     found: dict[str, list[torch.Tensor]] = {}
     seen = 0
@@ -54,23 +60,40 @@ def _consumer_inputs(analysis: Analysis, sites, batches) -> dict[str, torch.Tens
             kept = run_from(analysis.gm, batch.inputs, wanted=wanted)
             for name in wanted:
                 if isinstance(kept.get(name), torch.Tensor):
-                    found.setdefault(name, []).append(kept[name])
+                    found.setdefault(name, []).append(kept[name][:MAX_SAMPLES - seen])
             seen += batch.size
             if seen >= MAX_SAMPLES:
                 break
-    return {name: torch.cat(values)[:MAX_SAMPLES] for name, values in found.items()}
+    return found
 
 
-def _energies(analysis: Analysis, site, inputs: dict[str, torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
+def _reader_energy(node: torch.fx.Node, gm: torch.fx.GraphModule, key: str, inputs: list[torch.Tensor]):
+    """The energy of each input column of ``node`` when it is a conv or linear layer whose weight is the
+    parameter ``key``, read along its input dim; else None. A module (FX) or ``F.linear`` on a weight
+    read by name (``torch.export``'s ``aten.linear``)."""
+    if node.op == "call_module" and param_key(f"{node.target}.weight") == key:
+        energies = [_column_energy(gm.get_submodule(node.target), x) for x in inputs]
+    elif (node.op == "call_function" and canonical_target(node) is F.linear and len(node.args) > 1
+          and getattr(node.args[1], "op", None) == "get_attr" and param_key(node.args[1].target) == key):
+        weight = gm.get_parameter(node.args[1].target)
+        energies = [_linear_energy(weight, x) for x in inputs]
+    else:
+        return None
+    return None if any(e is None for e in energies) else sum(energies)
+
+
+def _energies(analysis: Analysis, site, inputs: dict[str, list[torch.Tensor]]) -> tuple[np.ndarray, np.ndarray]:
     """(data-driven energy, weight-magnitude fallback) per channel of the site's group."""
     gm = analysis.gm
     measured, fallback = np.zeros(site.group.size), np.zeros(site.group.size)
     for member in site.consumer_members:
-        readers = [n for n in site.consumers if n.op == "call_module"
-                   and param_key(f"{n.target}.weight") == member.ref.key and member.ref.dim == 1]
         energy = None
-        if readers and readers[0].args[0].name in inputs:
-            energy = _column_energy(gm.get_submodule(readers[0].target), inputs[readers[0].args[0].name])
+        if member.ref.dim == 1:
+            for node in site.consumers:
+                if node.args and getattr(node.args[0], "name", None) in inputs:
+                    energy = _reader_energy(node, gm, member.ref.key, inputs[node.args[0].name])
+                    if energy is not None:
+                        break
         if energy is not None:
             measured += energy.double().cpu().numpy()[member.index].sum(axis=1)
         else:
