@@ -1,6 +1,7 @@
 """Quality benchmark: accuracy kept at equal MACs by every fxprune method and by Torch-Pruning.
 
     python benchmarks/quality.py                       # generated task, ResNet-20 and VGG, 3 seeds
+    python benchmarks/quality.py --data digits                 # scikit-learn's handwritten digits (real, no download)
     python benchmarks/quality.py --data cifar10 --root PATH
     python benchmarks/quality.py --timing              # MLACP seconds vs depth and calibration size (mlacp_time.md)
     python benchmarks/quality.py --models mobilenet-small --allocations score latency   # uniform vs latency-aware
@@ -31,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import torch_pruning_peer  # noqa: E402
 from harness import RESULTS, markdown_header, markdown_row, write_result  # noqa: E402
-from quality_data import cifar10, generate  # noqa: E402
+from quality_data import cifar10, digits, generate  # noqa: E402
 from quality_models import MODELS  # noqa: E402
 from quality_report import label, write_report  # noqa: E402
 from quality_training import accuracy, cached_baseline  # noqa: E402
@@ -40,13 +41,14 @@ import fxprune  # noqa: E402
 from fxprune.analysis.analyze import analyze_graph  # noqa: E402
 from fxprune.choose.allocation import MacsModel, uniform_counts_at  # noqa: E402
 from fxprune.choose.mlacp import TERMS  # noqa: E402
+from fxprune.choose.mlacp.losses import DEFAULT_TERMS  # noqa: E402
 from fxprune.graph.inputs import as_batches  # noqa: E402
 from fxprune.graph.measure import count_macs  # noqa: E402
 from fxprune.pipeline import evaluating, traced  # noqa: E402
 from fxprune.recover.batchnorm import recalibrate_bn  # noqa: E402
 
 CRITERIA = ("l1", "l2", "bn_scale", "taylor", "random", "reconstruction")
-ABLATIONS = ("mlacp-r", "mlacp-rg", "mlacp-rc", "mlacp")
+ABLATIONS = ("mlacp-r", "mlacp-rg", "mlacp-rc", "mlacp-rgc", "mlacp")  # the paper's Table 2, then the default
 PEERS = {"tp_magnitude": "l2", "tp_taylor": "taylor"}  # Torch-Pruning's methods: its importance, by name
 
 
@@ -72,12 +74,19 @@ def uniform_ratio(model, example, target: float) -> float:
     return min(nearest, key=lambda r: abs(reached(r) - target))
 
 
+VARIANTS = {  # MLACP's earlier procedure, for comparison: one ranking at the full group, the exact cross-entropy
+    "mlacp-oneshot": {"selection": "sensitivity", "classification": "exact"},
+    "mlacp-exact": {"classification": "exact"},  # forward selection, the cross-entropy through the suffix
+}
+
+
 def method_object(name: str, args):
     if name.startswith("mlacp"):
         terms = {"mlacp-r": ("reconstruction",), "mlacp-rg": ("reconstruction", "gram"),
-                 "mlacp-rc": ("reconstruction", "classification")}.get(name, TERMS)
+                 "mlacp-rc": ("reconstruction", "classification"), "mlacp-rgc": TERMS}.get(name, DEFAULT_TERMS)
         return fxprune.MLACP(terms=terms, steps=args.steps, lr=args.lr, alpha=args.alpha, beta=args.beta,
-                             least_squares=not args.no_least_squares, progress=False)
+                             least_squares=not args.no_least_squares, rounds=args.rounds, progress=False,
+                             **VARIANTS.get(name, {}))
     return name
 
 
@@ -111,6 +120,26 @@ def run_peer(name, model, calibration, ratio, test, args) -> dict:
     return {"raw": accuracy(small, *test), "seconds": seconds, "model": small, "refit": None, "refit_seconds": None}
 
 
+EQUAL_TIME = "l1+kd"  # l1, then distillation from the baseline for as long as MLACP took on the same images
+
+
+def run_equal_time(model, calibration, ratio, test, budget: float) -> dict:
+    """``l1`` followed by distillation from ``model`` on the calibration images for ``budget`` seconds
+    in all (pruning included): the steps are sized from the seconds of a first few."""
+    start = time.perf_counter()
+    small = fxprune.compress(model, calibration, ratio, method="l1", round_to=1, max_batches=None,
+                             recalibrate_bn=True)
+    probe_start = time.perf_counter()
+    small = fxprune.finetune(small, calibration, teacher=model, max_steps=3, lr=0.01, device="cpu", progress=False)
+    per_step = (time.perf_counter() - probe_start) / 3
+    steps = max(0, int((budget - (time.perf_counter() - start)) / per_step))
+    if steps:
+        small = fxprune.finetune(small, calibration, teacher=model, max_steps=steps, lr=0.01, device="cpu",
+                                 progress=False)
+    return {"raw": accuracy(small, *test), "seconds": time.perf_counter() - start, "model": small, "refit": None,
+            "refit_seconds": None}
+
+
 def finetuned(row, baseline, calibration, test, args) -> None:
     tuned, seconds = timed(fxprune.finetune, row.pop("model"), calibration, teacher=baseline,
                            max_steps=args.finetune_steps, lr=0.01, device="cpu")
@@ -121,6 +150,9 @@ def load_data(args):
     if args.data == "cifar10":
         (x, y), (xt, yt) = cifar10(args.root)
         return x, y, xt[: args.test], yt[: args.test]
+    if args.data == "digits":
+        (x, y), (xt, yt) = digits(args.test)
+        return x, y, xt, yt
     x, y = generate(args.train_size, 0)
     xt, yt = generate(args.test, 1)
     return x, y, xt, yt
@@ -144,7 +176,11 @@ def evaluate_model(model_name, data, args, rows: list) -> None:
                 if name in PEERS and allocation != "score":
                     continue
                 torch.manual_seed(seed)
-                if name in PEERS:
+                if name == EQUAL_TIME:  # after "mlacp" in --methods: its seconds at this target and seed
+                    budget = next(r["seconds"] for r in rows[::-1] if r["method"] == "mlacp" and r["seed"] == seed
+                                  and r["target"] == target and r["model"] == model_name)
+                    row = run_equal_time(baseline, calibration, ratio, (xt, yt), budget)
+                elif name in PEERS:
                     row = run_peer(name, baseline, calibration, ratio, (xt, yt), args)
                 else:
                     row = run_fxprune(name, baseline, calibration, ratio, (xt, yt), args, allocation)
@@ -158,7 +194,7 @@ def evaluate_model(model_name, data, args, rows: list) -> None:
                       f"ft {row['finetuned']:.4f} ({row['seconds']:.1f}s)", flush=True)
 
 
-TIMING_RUNS = [(20, 512), (32, 512), (56, 128), (56, 256), (56, 512)]  # depth at 512 images, then calibration size
+TIMING_RUNS = [(20, 512), (32, 512), (56, 512), (110, 512), (56, 128), (56, 256)]  # depth at 512 images, then size
 
 
 def timing(args) -> None:
@@ -173,7 +209,20 @@ def timing(args) -> None:
         groups = len(small.fxprune_log)
         lines.append(markdown_row([f"ResNet-{depth}", images, groups, f"{seconds:.0f}", f"{seconds / groups:.1f}"]))
         print(lines[-1], flush=True)
-    command = f"python benchmarks/quality.py --timing --timing-runs {args.timing_runs} --threads {args.threads}"
+    if args.timing_resnet50:  # torchvision's resnet50 at 224×224: 8 batches of 8 random images, random weights
+        import torchvision
+
+        torch.manual_seed(0)
+        model = torchvision.models.resnet50().eval()
+        data = [torch.randn(8, 3, 224, 224) for _ in range(8)]
+        method = fxprune.MLACP(progress=False, steps=args.steps, lr=args.lr)
+        small, seconds = timed(fxprune.compress, model, data, 0.5, method=method, max_batches=None)
+        groups = len(small.fxprune_log)
+        lines.append(markdown_row(["torchvision resnet50 (224×224)", 64, groups, f"{seconds:.0f}",
+                                   f"{seconds / groups:.1f}"]))
+        print(lines[-1], flush=True)
+    command = (f"python benchmarks/quality.py --timing --timing-runs {args.timing_runs} --threads {args.threads}"
+               + (" --timing-resnet50" if args.timing_resnet50 else ""))
     header = ["# MLACP time vs depth and calibration size", "", f"    {command}", "",
               f"Ratio 0.5, {args.steps} SGD steps per group, batches of 64 images (labels: the baseline's "
               f"predictions), {args.threads} thread(s), CPU; untrained weights (time does not depend on them).", ""]
@@ -182,10 +231,12 @@ def timing(args) -> None:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", choices=["synthetic", "cifar10"], default="synthetic")
+    parser.add_argument("--data", choices=["synthetic", "digits", "cifar10"], default="synthetic")
     parser.add_argument("--root", help="folder holding CIFAR-10 (torchvision layout)")
     parser.add_argument("--models", nargs="+", default=["resnet20-w8"], choices=sorted(MODELS))
-    parser.add_argument("--methods", nargs="+", default=[*CRITERIA, *ABLATIONS, *PEERS])
+    parser.add_argument("--methods", nargs="+", default=[*CRITERIA, *ABLATIONS, *PEERS],
+                        help=f"criteria, MLACP ablations, peers, the MLACP variants {', '.join(VARIANTS)}, or "
+                             f"{EQUAL_TIME} (after mlacp: l1 then distillation for MLACP's seconds)")
     parser.add_argument("--targets", nargs="+", type=float, default=[0.5, 0.33])
     parser.add_argument("--allocations", nargs="+", choices=["score", "latency"], default=["score"],
                         help="how fxprune shares the MACs between groups (compress's allocation)")
@@ -199,12 +250,14 @@ def main(argv=None) -> None:
     parser.add_argument("--ablation-targets", nargs="+", type=float, default=[0.5],
                         help="targets at which the MLACP ablations run (the full method runs at every target)")
     parser.add_argument("--lr", type=float, default=fxprune.MLACP.lr)
+    parser.add_argument("--rounds", type=int, default=fxprune.MLACP.rounds, help="MLACP forward-selection rounds")
     parser.add_argument("--alpha", type=float, default=fxprune.MLACP.alpha)
     parser.add_argument("--beta", type=float, default=fxprune.MLACP.beta)
     parser.add_argument("--no-least-squares", action="store_true", help="MLACP: SGD steps from the pruned weights")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--timing", action="store_true")
     parser.add_argument("--timing-runs", type=int, default=len(TIMING_RUNS))
+    parser.add_argument("--timing-resnet50", action="store_true", help="--timing: also torchvision resnet50")
     parser.add_argument("--output", default="quality")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

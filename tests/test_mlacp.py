@@ -127,10 +127,11 @@ def test_labels_free_data_uses_the_baseline_predictions():
     assert small.fxprune_plan.removed_channels > 0
 
 
-def test_nan_loss_stops_with_an_error_naming_the_group():
+@pytest.mark.parametrize("selection", ["forward", "sensitivity"])
+def test_nan_loss_stops_with_an_error_naming_the_group(selection):
     model = randomize(Chain())
     with pytest.raises(FxpruneError, match="c1.weight"):
-        fxprune.compress(model, data(), ratio=0.4, method=quick(lr=1e30, beta=1e30))
+        fxprune.compress(model, data(), ratio=0.4, method=quick(lr=1e30, selection=selection))
 
 
 def test_refinement_does_not_increase_the_loss():
@@ -174,3 +175,58 @@ def test_least_squares_start_equals_the_refit_of_the_consumer():
     envs = Prefixes(gm, [b.inputs for b in batches]).at(site.first_node)
     assert least_squares_start(gm, site, masks, batches, features, envs) == 1
     torch.testing.assert_close(gm.c2.weight, expected.c2.weight)
+
+
+class Redundant(torch.nn.Module):
+    """Three channels: two copies of a strong feature, and a weak one the output also needs."""
+
+    def __init__(self):
+        super().__init__()
+        self.produce, self.read = torch.nn.Linear(3, 3, bias=False), torch.nn.Linear(3, 2, bias=False)
+        with torch.no_grad():
+            self.produce.weight.copy_(torch.tensor([[1.0, 0, 0], [1.0, 0, 0], [0, 0.1, 0]]))
+            self.read.weight.copy_(torch.tensor([[1.0, 1, 1], [1.0, 1, -1]]))
+
+    def forward(self, x):
+        return self.read(self.produce(x))
+
+
+@pytest.mark.parametrize("selection, kept", [("forward", 2), ("sensitivity", 1)])
+def test_forward_selection_scores_a_channel_against_those_already_chosen(selection, kept):
+    """Keeping 2 of 3: once one copy of the strong feature is read, the other adds nothing and the weak
+    one is what the output lacks. Forward selection, scoring at the pruned state, keeps it (and the
+    least-squares refit then reconstructs the output, up to its ridge); one ranking with the whole group
+    present sees no loss to lower and keeps the two strong copies."""
+    model, x = Redundant().eval(), torch.randn(64, 3, generator=torch.Generator().manual_seed(0))
+    method = MLACP(terms=("reconstruction",), rounds=2, steps=0, selection=selection, progress=False)
+    small = fxprune.compress(model, x, ratio=1 / 3, method=method, round_to=1)
+    (group,) = small.fxprune_plan.groups
+    assert len(group.keep) == 2 and (2 in group.keep) == (kept == 2)
+    error = (small(x) - model(x)).abs().max()
+    assert (error < 0.05) == (kept == 2)  # the weak feature is 0.1 of an input: missing, it costs up to 0.3
+
+
+def test_forward_selection_leaves_the_weights_it_read_as_they_were_before_it():
+    model = randomize(Chain())
+    x, y = data()
+    with evaluating(model):
+        analysis = analyze_graph(traced(model, (x[:1],)))
+    site = group_sites(analysis)[0]
+    gm = analysis.gm
+    before = {name: gm.get_parameter(name).detach().clone() for name in site.params}
+    from fxprune.choose.mlacp.forward import forward_select
+
+    losses_seen = []
+
+    def losses():
+        out = gm(x)
+        losses_seen.append(out.pow(2).mean())
+        return [losses_seen[-1]]
+
+    for p in gm.parameters():
+        p.requires_grad_(True)
+    scores = forward_select(analysis, site, keep=3, rounds=3, losses=losses, refit=lambda gate: None)
+    assert len(losses_seen) == 3  # one scoring a round
+    top = np.argsort(-scores, kind="stable")[:3]
+    assert (scores[top] > 1).all() and (np.delete(scores, top) < 1).all()
+    assert all(torch.equal(gm.get_parameter(name), value) for name, value in before.items())

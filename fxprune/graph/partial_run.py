@@ -104,3 +104,26 @@ class Prefixes:
     def _advance(self, inputs: tuple, env: dict, start: int, needed: set[str]) -> dict[str, object]:
         kept = run_from(self.gm, inputs, self.start, env, needed, stop=start - 1)
         return {name: kept[name] if name in kept else env[name] for name in needed if name in kept or name in env}
+
+
+class _Watching(_PartialRun):
+    """A whole run in which the ``wanted`` values are points gradients can be taken at."""
+
+    def run_node(self, node):
+        value = super().run_node(node)
+        if node.name in self.wanted and isinstance(value, torch.Tensor) and value.is_floating_point():
+            value = value + torch.zeros((), dtype=value.dtype, device=value.device, requires_grad=True)
+            self.kept[node.name] = value
+        return value
+
+
+def output_gradients(gm: torch.fx.GraphModule, inputs: tuple, names: set[str], loss_of) -> dict[str, torch.Tensor]:
+    """``∂ loss_of(output) / ∂ value`` for every named node, on one batch: one forward and one backward
+    of the whole graph, whatever the number of nodes (the total derivative: through every path)."""
+    runner = _Watching(gm, 0, set(names), None)
+    with torch.enable_grad():
+        loss = loss_of(runner.run(*inputs))
+        watched = {name: value for name, value in runner.kept.items() if value.requires_grad}
+        found = torch.autograd.grad(loss, list(watched.values()), allow_unused=True) if watched else []
+    return {name: (g if g is not None else torch.zeros_like(v)).detach()
+            for (name, v), g in zip(watched.items(), found)}

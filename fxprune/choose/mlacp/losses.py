@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from ...graph.outputs import logits_of
 
 TERMS = ("reconstruction", "gram", "classification")
+DEFAULT_TERMS = ("reconstruction", "gram")  # MLACP's default: see its docstring
 
 
 @dataclass
@@ -67,8 +68,23 @@ def spatial_gram_loss(base: torch.Tensor, pruned: torch.Tensor) -> torch.Tensor:
     return ((aa - 2 * ab + bb).clamp_min(0) / aa.clamp_min(1e-12)).float()
 
 
-def classification_loss(outputs, labels: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits_of(outputs), labels)
+def classification_loss(outputs, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    return F.cross_entropy(logits_of(outputs), labels, reduction=reduction)
+
+
+def local_classification(gradients: dict[str, torch.Tensor], base: dict[str, torch.Tensor],
+                         pruned: dict[str, torch.Tensor], consumers: list[str]) -> torch.Tensor:
+    """The cross-entropy's change from the baseline's to second order, at the consumers' outputs:
+    ``mean_n ½ (Σ_c ⟨g_nc, F_p − F_b⟩_n)²``, with ``g_nc`` sample ``n``'s gradient of its cross-entropy
+    at the baseline's output of consumer ``c`` (the empirical Fisher, one backward pass a batch for the
+    whole model). The first-order term is left out: at a trained baseline it is noise, and fitting it
+    on a few calibration images would fit their labels rather than keep the model."""
+    total = None
+    for name in consumers:
+        if name in gradients:
+            change = (gradients[name] * (pruned[name] - base[name])).flatten(1).sum(1)
+            total = change if total is None else total + change
+    return pruned[consumers[0]].new_zeros(()) if total is None else 0.5 * total.pow(2).mean()
 
 
 def loss_parts(base: dict[str, torch.Tensor], pruned: dict[str, torch.Tensor], consumers: list[str],

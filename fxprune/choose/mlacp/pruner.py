@@ -1,18 +1,26 @@
 """MLACP: multi-loss-aware channel pruning, one group at a time from the input to the output.
 
-For each group: compute the baseline's feature maps at the group's consumers (once, up front),
-measure the joint loss ``L_R + α·L_G + β·L_C`` of the model pruned so far on the calibration data,
-score every channel by its sensitivity ``Σ (w · ∂L/∂w)²`` over the weights that read it, zero the
-channels that rank lowest, and take a few SGD steps on the group's kept weights; then the next
-group. The method works on ``analysis.gm`` in place (``compress`` hands it a private copy), so the
-rewrite that follows carries the refined weights into the small model.
+For each group: compute the baseline's feature maps at the group's consumers (once, up front); choose
+the channels to keep by greedy forward selection at the pruned state (``forward``: chunks of channels
+read again by the gradient of the joint loss ``L_R + α·L_G + β·L_C`` with respect to their gates,
+a least-squares refit between chunks); zero the others, refit, and take a few SGD steps on the
+group's kept weights; then the next group. The method works on ``analysis.gm`` in place
+(``compress`` hands it a private copy), so the rewrite that follows carries the refined weights
+into the small model.
 
-Under ``torch.distributed`` each rank judges on its own shard: the sensitivity's gradient sums and
-the least-squares normal equations are summed over the ranks, each SGD step's gradients and the
-loss that picks the best weights are averaged over them (every rank takes step ``s`` on its own
-batch ``s``), so every rank keeps the same channels and the same weights. Only rank 0 shows progress.
+The losses are local: each run goes from the group's first node to its last consumer. The
+cross-entropy, when asked for, is its second-order change at the consumers' outputs from the
+baseline's gradients (``losses.local_classification``, one backward pass a batch for the whole
+model), so the cost grows with depth, not with its square; ``classification="exact"`` runs the rest
+of the network instead, for every step.
 
->>> small = fxprune.compress(model, loader, ratio=0.5, method=MLACP(alpha=1.0, beta=1.0))  # doctest: +SKIP
+Under ``torch.distributed`` each rank judges on its own shard: the gate gradients, the sensitivity's
+gradient sums and the least-squares normal equations are summed over the ranks, each SGD step's
+gradients and the loss that picks the best weights are averaged over them (every rank takes step
+``s`` on its own batch ``s``), so every rank keeps the same channels and the same weights. Only rank 0
+shows progress.
+
+>>> small = fxprune.compress(model, loader, ratio=0.5, method=MLACP(alpha=0.125))  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -30,15 +38,22 @@ from ...analysis.sites import GroupSite, group_sites
 from ...errors import FxpruneError, InputError
 from ...graph.distributed import all_reduce_mean, all_reduce_sum, is_main
 from ...graph.inputs import Batch, check_targets
-from ...graph.partial_run import Prefixes, run_from
+from ...graph.partial_run import Prefixes, output_gradients, run_from
 from ...graph.shapes import output_classes
 from ...graph.tensors import param_name
 from ..criteria.magnitude import per_index
 from .compensation import least_squares_start
-from .losses import TERMS, loss_parts
+from .forward import forward_select
+from .losses import DEFAULT_TERMS, TERMS, classification_loss, local_classification, loss_parts
 from .masks import ChannelMasks
 
 MAX_GRAD_NORM = 1.0
+SELECTIONS = ("forward", "sensitivity")
+CLASSIFICATIONS = ("local", "exact")
+
+
+def _no_refit(gate) -> None:
+    """Forward selection without least squares: the chosen channels keep their weights between rounds."""
 
 
 @dataclass
@@ -64,6 +79,8 @@ class _Calibration:
     batches: list[Batch]
     labels: list[torch.Tensor]
     features: list[dict[str, torch.Tensor]]
+    # ∂(cross-entropy)/∂(consumer output) of the baseline, per batch: the local classification term
+    gradients: list[dict[str, torch.Tensor]] | None = None
 
 
 @dataclass
@@ -71,34 +88,38 @@ class MLACP:
     """Layer-wise channel pruning with reconstruction, Gram-correlation and classification losses.
 
     ``alpha`` weighs the Gram (correlation) loss and ``beta`` the cross-entropy, against the
-    reconstruction loss (all three are scale-free, see ``losses``); ``terms`` selects the losses
-    (the paper's ablation: ``("reconstruction",)``, ``+ "gram"``, ``+ "classification"``, all three).
-    ``steps`` SGD steps with learning rate ``lr`` refine each group's kept weights, one calibration
-    batch per step; ``calibration_batches`` caps the batches used (None: all that compress passes).
-    ``least_squares`` starts the steps from the least-squares refit of the group's plain conv/linear
-    consumers (``compensation``): a few SGD steps alone leave 10–25% of a layer's output energy
-    unreconstructed on the benchmark, the closed form gets most of it back.
+    reconstruction loss; ``terms`` selects the losses (the paper's ablation: ``("reconstruction",)``,
+    ``+ "gram"``, ``+ "classification"``, all three). ``selection``: ``"forward"`` (greedy forward
+    selection in ``rounds`` chunks, ``forward.py``) or ``"sensitivity"`` (one ranking by
+    ``Σ (w · ∂L/∂w)²`` with the whole group present: the earlier procedure, kept for comparison).
+    ``classification``: ``"local"`` or ``"exact"`` (module docstring). ``steps`` SGD steps with
+    learning rate ``lr`` refine each group's kept weights, one calibration batch per step;
+    ``calibration_batches`` caps the batches used (None: all that compress passes).
+    ``least_squares`` refits the group's plain conv/linear consumers in closed form (``compensation``)
+    between selection rounds and before the SGD steps.
 
-    Defaults (α = 1, β = 1, 5 steps at lr 0.05, momentum 0.9, gradient norm clipped to 1, every
-    calibration batch) were chosen with the quality benchmark (``benchmarks/quality.py``, ResNet-20,
-    2× and 3× fewer MACs, 3 seeds; ``benchmarks/results/quality_mlacp_sweep.md``). The losses are
-    scale-free, so α = 1 weighs the Gram terms like the reconstruction. β = 1 replaced β = 0.1: at
-    2× the weaker cross-entropy let the SGD steps wreck one seed in three; at 3× the two are level.
-    Over α ∈ {0.1, 1, 10}, β ∈ {0, 0.1, 0.3, 1}, steps ∈ {0, 2, 5, 20} and lr ∈ {0.005, 0.01, 0.05}
-    nothing else beat these by more than the spread between seeds; α = 10 and β = 0 were worse.
-    The SGD steps steady the result more than they raise it: what MLACP keeps is decided by which
-    channels the sensitivity picks and by the least-squares start.
-    Labels come from the data, or from the baseline's own predictions when the data has none.
+    Defaults were chosen with the quality benchmark (``benchmarks/quality.py``, ResNet-20, 3 seeds;
+    ``benchmarks/results/quality_mlacp.md``). α = 0.125: for a small error Δ of a feature map F,
+    each of the two Gram distances is up to about 4·‖Δ‖²/‖F‖², four times the reconstruction loss,
+    so at α = 1 the two Gram terms outweighed the reconstruction about eightfold and, weighting
+    F's largest singular directions most, led the choice away from what the next layer reads (at 4×
+    fewer MACs: 87.0% against 90.5% at α = 0.125). The cross-entropy term is off by default
+    (``terms``): on that benchmark it lowered the accuracy kept at every weight tried, exact or local
+    (``benchmarks/results/quality_mlacp.md`` has the ablation). Labels come from the data, or from
+    the baseline's own predictions when the data has none.
     """
 
-    alpha: float = 1.0
+    alpha: float = 0.125
     beta: float = 1.0
-    terms: tuple = TERMS
+    terms: tuple = DEFAULT_TERMS
     steps: int = 5
     lr: float = 0.05
     momentum: float = 0.9
     calibration_batches: int | None = None
     least_squares: bool = True
+    selection: str = "forward"
+    rounds: int = 4
+    classification: str = "local"
     progress: bool = True
     log: list[GroupRecord] = field(default_factory=list, repr=False, init=False)
 
@@ -117,6 +138,12 @@ class MLACP:
         unknown = set(self.terms) - set(TERMS)
         if unknown or not self.terms:
             raise InputError(f"MLACP terms: expected a non-empty subset of {TERMS}, got {self.terms!r}")
+        if self.selection not in SELECTIONS:
+            raise InputError(f"MLACP selection: expected one of {SELECTIONS}, got {self.selection!r}")
+        if self.classification not in CLASSIFICATIONS:
+            raise InputError(f"MLACP classification: expected one of {CLASSIFICATIONS}, got {self.classification!r}")
+        if not isinstance(self.rounds, int) or self.rounds < 1:
+            raise InputError(f"MLACP rounds: expected a positive integer, got {self.rounds!r}")
 
     def prune(self, analysis: Analysis, batches: list[Batch], keep_counts: list[int]) -> list[np.ndarray]:
         """Choose and refine, group after group; return scores whose top ``keep_counts`` are the kept channels."""
@@ -150,6 +177,8 @@ class MLACP:
         for i, batch in enumerate(batches):
             check_targets(batch, classes, f"batch {i}")
         baseline = copy.deepcopy(gm)
+        for p in baseline.parameters():
+            p.requires_grad_(False)
         labels, features = [], []
         with torch.no_grad():
             for batch in batches:
@@ -158,19 +187,31 @@ class MLACP:
                 logits = logits[0] if isinstance(logits, (tuple, list)) else logits
                 labels.append(batch.targets if batch.targets is not None else logits.flatten(1).argmax(1))
                 features.append({k: v for k, v in kept.items() if isinstance(v, torch.Tensor)})
-        return _Calibration(batches, labels, features)
+        calibration = _Calibration(batches, labels, features)
+        if "classification" in self.terms and self.classification == "local":
+            calibration.gradients = [
+                output_gradients(baseline, batch.inputs, wanted, lambda out, y=y: classification_loss(out, y, "sum"))
+                for batch, y in zip(batches, labels)]
+        return calibration
 
     def _loss(self, gm, site: GroupSite, calibration: _Calibration, b: int, prefix: dict) -> torch.Tensor:
+        """The joint loss on batch ``b``. With the local classification term the run stops at the group's
+        last consumer, and the cross-entropy is its first-order change there (the baseline's gradient
+        times the change of the consumers' outputs); a group no layer reads runs to the output."""
         names = [n.name for n in site.consumers]
         classify = "classification" in self.terms
+        local = classify and calibration.gradients is not None and names
         positions = {n: i for i, n in enumerate(gm.graph.nodes)}
-        stop = None if classify or not site.consumers else max(positions[n] for n in site.consumers)
+        stop = None if (classify and not local) or not site.consumers else max(positions[n] for n in site.consumers)
         kept = run_from(gm, calibration.batches[b].inputs, site.first_node, prefix, names, stop)
         parts = loss_parts(calibration.features[b], kept, names, kept.get("output"), calibration.labels[b],
-                           "gram" in self.terms, classify)
+                           "gram" in self.terms, classify and not local)
+        if local:
+            parts.classification = local_classification(calibration.gradients[b], calibration.features[b], kept,
+                                                        names)
         loss = parts.joint(self.alpha, self.beta, self.terms)
         if not torch.isfinite(loss):
-            raise FxpruneError(f"MLACP: the joint loss became {float(loss)} at group {site.name}; "
+            raise FxpruneError(f"MLACP: the joint loss became {float(loss.detach())} at group {site.name}; "
                                "lower lr or alpha/beta, or check the calibration data")
         return loss
 
@@ -181,7 +222,10 @@ class MLACP:
         for p in params:
             p.requires_grad_(True)
         try:
-            score = self._sensitivity(analysis, site, calibration, prefixes)
+            if self.selection == "forward" and site.consumers:
+                score = self._forward(analysis, site, keep, calibration, prefixes)
+            else:
+                score = self._sensitivity(analysis, site, calibration, prefixes)
             order = np.argsort(-score, kind="stable")
             masks.remove(site.group, order[keep:])
             if self.least_squares:
@@ -193,6 +237,21 @@ class MLACP:
                 p.grad = None
         self.log.append(GroupRecord(site.name, keep, site.group.size, before, after, time.perf_counter() - start))
         return score
+
+    def _forward(self, analysis, site: GroupSite, keep: int, calibration, prefixes) -> np.ndarray:
+        """Greedy forward selection (``forward``): chunks chosen by their gates' gradients, refit between."""
+        gm = analysis.gm
+
+        def losses():
+            return (self._loss(gm, site, calibration, b, prefix) for b, prefix in enumerate(prefixes))
+
+        def refit(gate):
+            least_squares_start(gm, site, gate, calibration.batches, calibration.features, prefixes)
+
+        try:
+            return forward_select(analysis, site, keep, self.rounds, losses, refit if self.least_squares else _no_refit)
+        except FloatingPointError as error:
+            raise FxpruneError(f"MLACP: {error}; lower alpha/beta") from None
 
     def _sensitivity(self, analysis, site: GroupSite, calibration, prefixes) -> np.ndarray:
         """``Σ (w · ∂L/∂w)²`` over the weights reading each channel; ties broken by weight magnitude."""
