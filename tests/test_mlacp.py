@@ -230,3 +230,38 @@ def test_forward_selection_leaves_the_weights_it_read_as_they_were_before_it():
     top = np.argsort(-scores, kind="stable")[:3]
     assert (scores[top] > 1).all() and (np.delete(scores, top) < 1).all()
     assert all(torch.equal(gm.get_parameter(name), value) for name, value in before.items())
+
+
+def test_output_gradients_are_total_derivatives_at_named_nodes():
+    from fxprune.graph.partial_run import output_gradients
+
+    model = randomize(Residual()).double().eval()
+    x = data()[0][:4].double()
+    gm = traced(model, (x,))
+    names = [n.name for n in gm.graph.nodes if n.op == "call_module"][:3]
+    found = output_gradients(gm, (x,), set(names), lambda out: out.pow(2).sum())
+    assert set(found) == set(names)
+    for name in names:  # nudging the node's value changes the loss by the gradient's inner product
+        direction = torch.randn_like(found[name])
+        module = gm.get_submodule(next(n.target for n in gm.graph.nodes if n.name == name))
+
+        def loss_nudged(step, module=module, direction=direction):
+            handle = module.register_forward_hook(lambda m, i, out: out + step * direction)
+            with torch.no_grad():
+                value = gm(x).pow(2).sum()
+            handle.remove()
+            return value
+
+        central = (loss_nudged(1e-4) - loss_nudged(-1e-4)) / 2e-4  # second-order terms cancel
+        assert torch.isclose(central, (found[name] * direction).sum(), rtol=1e-4)
+
+
+def test_the_local_cross_entropy_is_zero_at_the_baseline_and_grows_with_the_change():
+    from fxprune.choose.mlacp.losses import local_classification
+
+    base = {"c": torch.randn(4, 3, 5)}
+    gradients = {"c": torch.randn(4, 3, 5)}
+    assert local_classification(gradients, base, base, ["c"]) == 0
+    small = local_classification(gradients, base, {"c": base["c"] + 0.1 * gradients["c"]}, ["c"])
+    large = local_classification(gradients, base, {"c": base["c"] + 0.2 * gradients["c"]}, ["c"])
+    assert 0 < small and torch.isclose(large, 4 * small)  # second order
