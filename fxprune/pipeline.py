@@ -26,7 +26,7 @@ from .graph.tensors import DimRef, output_key
 from .rewrite.apply import rewrite
 from .rules import fuse_written_out, shape_shortcuts
 
-MAX_ROUNDS = 6
+MAX_ROUNDS = 32  # each failed round freezes the sizes behind one shape check; a deep model may hold many
 
 
 @contextlib.contextmanager
@@ -56,15 +56,31 @@ def traced(model: torch.nn.Module, inputs: tuple, leaf_modules=(), concrete_args
     return gm
 
 
+def _size_sources(node: torch.fx.Node, depth: int = 6) -> list[torch.fx.Node]:
+    """The tensors whose sizes a non-tensor value is computed from (``x.shape[2] // 3``: ``x``)."""
+    if depth == 0:
+        return []
+    found = []
+    for source in node.all_input_nodes:
+        found.extend([source] if tensor_shapes(source) else _size_sources(source, depth - 1))
+    return found
+
+
 def _freeze_nodes(gm: torch.fx.GraphModule, names: list[str], why: str) -> dict[DimRef, str]:
-    """Freeze every dim of the named nodes and of their inputs (after a failed shape check)."""
+    """Freeze every dim of the named nodes, of their tensor inputs, and of the tensors whose sizes their
+    other inputs are computed from (after a failed shape check)."""
 
     frozen = {}
     nodes = {n.name: n for n in gm.graph.nodes}
     for name in names:
         node = nodes.get(name)
-        for n in [node, *(node.all_input_nodes if node else [])]:
-            for path, shape in tensor_shapes(n).items() if n is not None else []:
+        if node is None:
+            continue
+        around = [node]
+        for source in node.all_input_nodes:
+            around.extend([source] if tensor_shapes(source) else _size_sources(source))
+        for n in around:
+            for path, shape in tensor_shapes(n).items():
                 for dim in range(len(shape)):
                     frozen[DimRef(output_key(n, path), dim)] = why
     return frozen

@@ -35,6 +35,7 @@ ALIASES = {
     aten.to.dtype: "to", aten.to.dtype_layout: "to", aten.to.device: "to", aten.type_as.default: "type_as",
     aten.add.Tensor: operator.add, aten.add_.Tensor: operator.add, aten.sub.Tensor: operator.sub,
     aten.mul.Tensor: operator.mul, aten.mul_.Tensor: operator.mul, aten.div.Tensor: operator.truediv,
+    aten.addcmul.default: torch.addcmul, aten.addcdiv.default: torch.addcdiv,
     # views and joins
     aten.view.default: "view", aten.reshape.default: torch.reshape, aten.flatten.using_ints: torch.flatten,
     aten.unflatten.int: torch.unflatten, aten.unsqueeze.default: torch.unsqueeze, aten.squeeze.dim: torch.squeeze,
@@ -44,6 +45,7 @@ ALIASES = {
     # pooling and reductions
     aten.max_pool2d.default: F.max_pool2d, aten.avg_pool2d.default: F.avg_pool2d,
     aten.adaptive_avg_pool2d.default: F.adaptive_avg_pool2d, aten.mean.dim: torch.mean,
+    aten.linalg_vector_norm.default: torch.linalg.vector_norm,
     aten.softmax.int: torch.softmax,
     aten.upsample_nearest1d.vec: F.interpolate, aten.upsample_nearest2d.vec: F.interpolate,
     aten.upsample_nearest3d.vec: F.interpolate, aten.upsample_linear1d.vec: F.interpolate,

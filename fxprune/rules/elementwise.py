@@ -43,9 +43,10 @@ UNARY_METHODS = (
 )
 BINARY_FUNCTIONS = (
     operator.sub, operator.mul, operator.truediv, operator.iadd, operator.imul,
-    torch.sub, torch.mul, torch.div, torch.maximum, torch.minimum, torch.where,
+    torch.sub, torch.mul, torch.div, torch.maximum, torch.minimum, torch.where, torch.addcmul, torch.addcdiv,
 )
-BINARY_METHODS = ("add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_", "maximum", "minimum")
+BINARY_METHODS = ("add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_", "maximum", "minimum", "addcmul",
+                  "addcdiv")
 
 
 def no_shape_check(module: nn.Module, x: torch.Tensor) -> None:

@@ -67,8 +67,11 @@ def pad(view: NodeView):
     return [Tie(DimRef(x, d), DimRef(view.out(), d)) for d in range(len(view.shape(x))) if d not in padded]
 
 
-def _reduced_dims(view: NodeView, rank: int) -> set[int] | None:
-    dims = view.arg(1, "dim")
+_NORMS = ("norm", torch.norm, torch.linalg.vector_norm)  # (x, p, dim, keepdim): the dims one argument later
+
+
+def _reduced_dims(view: NodeView, rank: int, at: int) -> set[int] | None:
+    dims = view.arg(at, "dim")
     if dims is None or (isinstance(dims, (list, tuple)) and not dims):  # no dims, or an empty list: all of them
         return set(range(rank))
     dims = dims if isinstance(dims, (list, tuple)) else [dims]
@@ -78,16 +81,18 @@ def _reduced_dims(view: NodeView, rank: int) -> set[int] | None:
 
 
 @register("mean", torch.mean, "sum", torch.sum, "amax", torch.amax, "amin", torch.amin)
+@register(*_NORMS)
 def reduction(view: NodeView):
-    """``x.mean((2, 3), keepdim=True)``: the reduced dims stay whole; the others tie."""
+    """``x.mean((2, 3), keepdim=True)``, ``x.norm(2, (1, 2))``: the reduced dims stay whole; the others tie."""
     x = view.key_of(view.arg(0))
     if x is None:
         return
     rank = len(view.shape(x))
-    reduced = _reduced_dims(view, rank)
+    at = 2 if view.target in _NORMS else 1
+    reduced = _reduced_dims(view, rank, at)
     if reduced is None:
         return
-    keepdim = view.arg(2, "keepdim", False)
+    keepdim = view.arg(at + 1, "keepdim", False)
     out_dim = 0
     for d in range(rank):
         if d not in reduced:

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from ..graph.tensors import DimRef
-from .base import NodeView, Tie, register
+from .base import NodeView, Tie, register, same_dims
 
 
 def view_groups(in_shape, out_shape) -> list[tuple[list[int], list[int]]] | None:
@@ -112,6 +112,16 @@ def _shrink_sizes(view: NodeView, ctx):
 def reshape(view: NodeView):
     x = view.key_of(view.arg(0))
     return regroup_ties(view, x, view.out()) if x else []
+
+
+@register("reshape_as", "view_as", latency="free")
+def reshape_as(view: NodeView):
+    """``x.reshape_as(other)``: ``x`` regrouped into ``other``'s shape, which is read at run time, so
+    ``other``'s dims are tied to the output's and the sizes stay consistent with nothing to rewrite."""
+    x, other = view.key_of(view.arg(0)), view.key_of(view.arg(1, "other"))
+    if x is None or other is None:
+        return []
+    return [*regroup_ties(view, x, view.out()), *same_dims(other, view.out(), view)]
 
 
 @register(torch.flatten, "flatten", nn.Flatten, nn.Unflatten, torch.unsqueeze, "unsqueeze", torch.squeeze,

@@ -77,3 +77,13 @@ def test_facts_on_elementwise_rules():
     assert single_op(operator.add, torch.randn(1, 3), torch.randn(1, 3)).rule.latency == "fusable"
     assert single_op(operator.mul, torch.randn(1, 3), torch.randn(1, 3)).rule.latency is None
     assert single_op(nn.GELU(), torch.randn(1, 3)).rule.same_shape is not None
+
+
+@pytest.mark.parametrize("op", [torch.addcmul, torch.ops.aten.addcmul.default, "addcmul"],
+                         ids=["torch", "aten", "method"])
+def test_addcmul_broadcasts_its_three_operands(op):
+    case = single_op(op, torch.randn(2, 5, 3), torch.randn(1, 5, 1), torch.randn(2, 5, 3))
+    assert case.rule.name == "broadcast"
+    assert case.same_channels(("a", 1), ("b", 1)) and case.same_channels(("b", 1), ("c", 1))
+    assert case.same_channels(("c", 2), ("op", 2)) and case.apart(("a", 1), ("op", 2))
+

@@ -226,3 +226,14 @@ def test_softmax_with_an_implicit_dim_ties_nothing():
     case = single_op(nn.Softmax(), torch.randn(3, 5, 7, 11))
     assert case.ties() == []
     assert all(case.frozen(("a", dim)) for dim in range(4))
+
+
+@pytest.mark.parametrize("op, args", [("norm", (2, (2, 3), True)), (torch.linalg.vector_norm, (2, (2, 3), True)),
+                                      (torch.ops.aten.linalg_vector_norm.default, (2, [2, 3], True))],
+                         ids=["method", "linalg", "aten"])
+def test_a_vector_norm_over_spatial_dims_is_a_reduction_that_ties_batch_and_channels(op, args):
+    case = single_op(op, torch.randn(2, 5, 3, 3), *args)
+    assert case.rule.name == "reduction"
+    assert case.same_channels(("a", 1), ("op", 1)) and case.same_channels(("a", 0), ("op", 0))
+    assert case.frozen(("a", 2))
+

@@ -14,7 +14,7 @@ from single_op import SingleOp, single_op
 from fxprune.analysis.analyze import analyze_graph
 from fxprune.pipeline import traced
 
-RULES = ("reshape", "regroup", "permute", "expand")
+RULES = ("reshape", "regroup", "permute", "expand", "reshape_as")
 
 KEEPS = "does not keep this dim's channels apart"
 
@@ -253,3 +253,12 @@ def test_expand_with_new_leading_dims_aligns_the_input_from_the_right():
     assert tie_pairs(case) == {(("a", 0), ("op", 1))}
     assert case.frozen(("op", 0)) and case.frozen(("op", 2))
     assert case.apart(("a", 0), ("op", 0))
+
+
+@pytest.mark.parametrize("op", ["reshape_as", "view_as"])
+def test_reshape_as_regroups_into_the_other_operands_shape_and_ties_its_dims(op):
+    case = single_op(op, torch.randn(2, 6, 5), torch.randn(2, 3, 2, 5))
+    assert case.rule.name == "reshape_as"
+    assert case.same_channels(("a", 2), ("op", 3)) and case.same_channels(("b", 3), ("op", 3))
+    assert case.same_channels(("b", 1), ("op", 1)) and case.apart(("a", 2), ("op", 1))
+
