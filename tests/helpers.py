@@ -16,7 +16,7 @@ def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 
 
 def compress_checked(model, inputs: tuple, ratio: float = 0.5, method="random", tolerance: float = 1e-4,
-                     ignore=(), expect_removed: bool = True):
+                     ignore=(), expect_removed: bool = True, capture: str = "auto"):
     """Compress with a random choice of channels; assert the result equals the masked original.
 
     ``expect_removed``: the plan must remove channels (a test passing because nothing was pruned
@@ -32,7 +32,7 @@ def compress_checked(model, inputs: tuple, ratio: float = 0.5, method="random", 
         return plan_from_scores(analysis, criterion(analysis, None), counts)
 
     with evaluating(model):
-        gm = traced(model, inputs)
+        gm = traced(model, inputs, capture=capture)
         small, analysis, plan = plan_and_rewrite(gm, inputs, choose, ignore)
     small.graph.lint()
     if expect_removed:

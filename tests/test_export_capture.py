@@ -79,3 +79,32 @@ def test_when_neither_capture_works_one_error_says_what_each_said():
 def test_an_unknown_capture_is_named():
     with pytest.raises(fxprune.InputError, match="capture: expected one of"):
         fxprune.analyze(SplitAndIterate(), torch.randn(1, 3, 8, 8), capture="dynamo")
+
+
+class Regions(nn.Module):
+    """A forward with an autocast-off region (shared by two calls) and a no-grad one, as timm's
+    EfficientViT and Gemma-4 write them: export wraps each in a higher-order op."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 16, 3, padding=1), nn.Conv2d(16, 4, 1)
+
+    def attend(self, x):
+        with torch.autocast("cpu", enabled=False):
+            return torch.relu(x) * 2
+
+    def forward(self, x):
+        x = self.attend(self.a(x))
+        with torch.no_grad():
+            x = x + 1
+        return self.c(self.attend(self.b(x)))
+
+
+def test_autocast_and_grad_mode_regions_are_inlined_and_their_ops_pruned():
+    model = randomize(Regions()).eval()
+    x = torch.randn(2, 3, 8, 8)
+    gm = fxprune.pipeline.traced(model, (x,), capture="export")
+    assert not any("higher_order" in str(type(n.target)) or "Wrap" in type(n.target).__name__
+                   for n in gm.graph.nodes if n.op == "call_function")
+    small, analysis, plan, result = compress_checked(model.double(), (x.double(),), ratio=0.5, capture="export")
+    assert result.exact and plan.removed_channels >= 16

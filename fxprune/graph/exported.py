@@ -106,6 +106,52 @@ def _positional(gm: torch.fx.GraphModule) -> None:
     gm.recompile()
 
 
+# Higher-order ops export wraps regions in (``with torch.autocast(enabled=False)``, ``torch.no_grad()``
+# inside a forward): the position of the body submodule among their arguments; the operands follow.
+_WRAPPERS = {"WrapWithAutocast": 4, "WrapWithSetGradEnabled": 1}
+
+
+def _inline_wrappers(gm: torch.fx.GraphModule) -> None:
+    """Inline every autocast or grad-mode region into the graph, so that each op in it meets its rule
+    (a region is otherwise one opaque node, and its nested graph does not survive the copies a
+    rewrite makes). The region's mode is dropped: the ops run as the caller's mode has them, which
+    for a float32 model in inference computes the same."""
+    bodies = set()
+    while True:
+        regions = [n for n in gm.graph.nodes if n.op == "call_function" and type(n.target).__name__ in _WRAPPERS]
+        if not regions:
+            break
+        for node in regions:
+            at = _WRAPPERS[type(node.target).__name__]
+            name = node.args[at].target
+            body = getattr(gm, name)
+            bodies.add(name)
+            env = dict(zip([b for b in body.graph.nodes if b.op == "placeholder"], node.args[at + 1:]))
+            result = ()
+            with gm.graph.inserting_before(node):
+                for inner in body.graph.nodes:
+                    if inner.op == "placeholder":
+                        continue
+                    if inner.op == "output":
+                        result = torch.fx.node.map_arg(inner.args[0], env.__getitem__)
+                        break
+                    if inner.op == "get_attr":
+                        copied = f"{name}_{inner.target}".replace(".", "_")
+                        setattr(gm, copied, getattr(body, inner.target))
+                        env[inner] = gm.graph.get_attr(copied)
+                    else:
+                        env[inner] = gm.graph.node_copy(inner, env.__getitem__)
+            for user in list(node.users):
+                user.replace_all_uses_with(result[user.args[1]])
+                gm.graph.erase_node(user)
+            gm.graph.erase_node(node)
+    gm.graph.eliminate_dead_code()  # the get_attr nodes of the bodies
+    for name in bodies - {n.target for n in gm.graph.nodes if n.op == "get_attr"}:  # one may serve several regions
+        delattr(gm, name)
+    gm.graph.lint()
+    gm.recompile()
+
+
 def _plain(program: torch.export.ExportedProgram, model: torch.nn.Module, keywords: bool) -> torch.fx.GraphModule:
     """The exported program as a GraphModule without its shape guards (fxprune checks shapes itself)."""
     exported = program.module()
@@ -113,6 +159,7 @@ def _plain(program: torch.export.ExportedProgram, model: torch.nn.Module, keywor
         exported.graph.erase_node(node)
     gm = torch.fx.GraphModule(exported, exported.graph, type(model).__name__)
     gm._in_spec, gm._out_spec = exported._in_spec, exported._out_spec  # read by the pytree code of forward
+    _inline_wrappers(gm)
     if keywords:
         _positional(gm)
     gm.meta["fxprune_capture"] = "export"
