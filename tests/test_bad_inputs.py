@@ -262,10 +262,11 @@ def test_malformed_plans_name_the_field(text, field):
 
 def test_unknown_mlacp_options_are_listed():
     with pytest.raises(fxprune.InputError, match="MLACP: unknown option 'foo'; it accepts alpha, beta, terms, steps, "
-                                                 "lr, momentum, calibration_batches, least_squares, progress$"):
+                                                 "lr, momentum, calibration_batches, least_squares, selection, "
+                                                 "rounds, classification, progress$"):
         fxprune.MLACP(foo=3)
-    with pytest.raises(fxprune.InputError, match="MLACP: 10 positional options; it accepts alpha"):
-        fxprune.MLACP(*range(10))
+    with pytest.raises(fxprune.InputError, match="MLACP: 13 positional options; it accepts alpha"):
+        fxprune.MLACP(*range(13))
     assert fxprune.MLACP(0.5, steps=2).alpha == 0.5
 
 

@@ -71,9 +71,15 @@ def tokens(batch=2, length=8, vocab=100, seed=0):
 
 def embedding_tables(model: nn.Module, original: nn.Module | None = None) -> int:
     """Parameters of the embedding tables of ``original`` (the model itself by default), read by name from
-    ``model`` (a pruned GraphModule has no ``nn.Embedding`` modules); a tied head is not counted again."""
-    names = {f"{name}.weight" for name, m in (original or model).named_modules() if isinstance(m, nn.Embedding)}
-    return sum(model.get_parameter(name).numel() for name in names)
+    ``model`` (a pruned GraphModule has no ``nn.Embedding`` modules, and may hold a tied table under the
+    name of the head that shares it); a tied head is not counted again."""
+    original = original or model
+    names = {id(p): [] for m in original.modules() if isinstance(m, nn.Embedding) for p in [m.weight]}
+    for name, p in original.named_parameters(remove_duplicate=False):
+        if id(p) in names:
+            names[id(p)].append(name)
+    held = dict(model.named_parameters())
+    return sum(next(held[n] for n in aliases if n in held).numel() for aliases in names.values())
 
 
 def outside_embeddings(model: nn.Module, original: nn.Module | None = None) -> int:

@@ -173,7 +173,7 @@ class MLACP:
         return scores
 
     def _calibrate(self, gm, batches: list[Batch], wanted: set[str]) -> _Calibration:
-        classes = output_classes(gm) if "classification" in self.terms else None
+        classes = output_classes(gm)  # targets are checked even when no term reads them: bad data is named
         for i, batch in enumerate(batches):
             check_targets(batch, classes, f"batch {i}")
         baseline = copy.deepcopy(gm)
