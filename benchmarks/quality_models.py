@@ -129,4 +129,5 @@ MODELS = {  # narrow variants train to >90% on the generated task in minutes on 
     "resnet20": lambda: CifarResNet(20),
     "resnet32": lambda: CifarResNet(32),
     "resnet56": lambda: CifarResNet(56),
+    "resnet110": lambda: CifarResNet(110),
 }

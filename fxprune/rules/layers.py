@@ -254,7 +254,18 @@ def batch_norm_module(view: NodeView):
     return norm_ties(view, view.tensor_args()[0], view.out(), params, channel=_norm_channel(view))
 
 
-@register(F.batch_norm, latency="fusable")
+def _batch_statistics_dims(view: NodeView) -> list[int]:
+    """With ``training=True`` (argument 5 of both forms) the norm computes its statistics from the input,
+    over every dim but the channel one: removing a slot there changes them (a weight standardised by
+    ``F.batch_norm(w.reshape(1, out, -1), training=True)``, as NF-Nets' ScaledStdConv2d does, mixes the
+    conv's input channels). With running statistics it mixes nothing."""
+    if view.arg(5, "training", False) is not True:
+        return []
+    rank = len(view.shape(view.out()))
+    return [d for d in range(rank) if d != 1]
+
+
+@register(F.batch_norm, latency="fusable", normalizes=_batch_statistics_dims)
 def batch_norm_function(view: NodeView):
     x = view.key_of(view.arg(0, "input"))
     if x is None:
@@ -264,7 +275,7 @@ def batch_norm_function(view: NodeView):
     return norm_ties(view, x, view.out(), params, channel=1)
 
 
-@register(torch.ops.aten.batch_norm.default, latency="fusable")
+@register(torch.ops.aten.batch_norm.default, latency="fusable", normalizes=_batch_statistics_dims)
 def batch_norm_aten(view: NodeView):
     """``aten.batch_norm(x, weight, bias, running_mean, running_var, training, ...)``: ``F.batch_norm``'s
     vectors in another order."""

@@ -412,3 +412,14 @@ def test_functional_layer_norm_over_two_dims_without_weight_normalizes_both():
     case = single_op(F.layer_norm, torch.randn(3, 5, 7), normalized_shape=[5, 7], weight=torch.randn(5, 7))
     assert {(d("b", 0), d("op", 1)), (d("b", 1), d("op", 2))} <= whole_ties(case)
     assert normalized_dims(case) == [1, 2]
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_with_batch_statistics_normalizes_every_dim_but_the_channels(training):
+    """A weight standardised by ``F.batch_norm(training=True)`` (NF-Nets) mixes the slots it reduces over."""
+    x, mean, var, weight = torch.randn(1, 4, 12), torch.zeros(4), torch.ones(4), torch.rand(4)
+    case = single_op(F.batch_norm, x, mean, var, weight, None, training)
+    assert case.rule.name == "batch_norm_function"
+    assert normalized_dims(case) == ([0, 2] if training else [])
+    aten = single_op(torch.ops.aten.batch_norm.default, x, weight, None, mean, var, training, 0.0, 1e-5, False)
+    assert normalized_dims(aten) == ([0, 2] if training else [])
