@@ -10,21 +10,22 @@ with the removed channels zeroed; shapes only where a norm mixes pruned channels
 * ``failed``: anything else (a bug, a broken oracle, the time limit).
 
 Each row also says which capture was used (FX or ``torch.export``), params and MACs before and after,
-whether the pruned model runs at another batch size, and the main frozen reasons. Torch-Pruning 1.6.1
+whether the pruned model runs at another batch size, the main frozen reasons, and the fxprune commit it
+measured (``+``: with uncommitted changes under fxprune/). Torch-Pruning 1.6.1
 prunes a fresh float32 copy of the same model side by side: ``MetaPruner`` with L1 ``MagnitudeImportance``,
 ratio 0.5, ``round_to=None``, the output layers ignored (the classifier found as ``torch_pruning_peer``
 finds it; for transformers the layers as wide as the logits; for YOLO the detect head's last convolutions
 and its DFL), attention heads kept whole where the module says how many (``nn.MultiheadAttention``,
 timm's ``qkv`` attention). Its status: ``ok`` (the model still runs on the example and at another batch
-size with outputs of the same shapes), ``wrong`` (it runs, but shapes differ), ``crashed``, ``timeout``
-(over ``TP_LIMIT_S``: its dependency search on Llama-like decoders does not end) or ``skipped`` (fxprune took
-over ``TP_AFTER_S``).
+size with outputs of the same shapes), ``unpruned`` (the same, with nothing removed), ``wrong`` (it runs, but
+shapes differ), ``crashed``, ``timeout`` (over ``TP_LIMIT_S``: its dependency search that does not end, on
+Llama-like decoders, YOLO11 and a dozen timm families) or ``skipped`` (fxprune took over ``TP_AFTER_S``).
 
 A timm family is a timm model module; its model (the one with the fewest parameters, ``test_*`` models
 left out) and input size (the smallest of ``SIZES`` it runs at, with ``img_size=`` where the model needs it)
 are fixed in ``TIMM``; ``--rechoose`` picks them again from the installed timm and prints the mapping to paste.
 
-    python benchmarks/coverage_zoo.py                                   # every zoo (hours on 2 cores)
+    python benchmarks/coverage_zoo.py                                   # every zoo (about 30 minutes, 1 thread)
     python benchmarks/coverage_zoo.py --zoos transformers ultralytics   # some zoos
     python benchmarks/coverage_zoo.py resnet vit_tiny_patch16_224 bert  # a few, by family or model name
     python benchmarks/coverage_zoo.py --rechoose                        # print a new TIMM mapping, run nothing
@@ -43,6 +44,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import time
 import traceback
 import warnings
@@ -65,12 +67,12 @@ os.environ.setdefault("YOLO_OFFLINE", "1")  # Ultralytics: no downloads, no netw
 
 ZOOS = ("timm", "transformers", "ultralytics")
 STATUSES = ("pruned", "frozen", "refused", "failed")
-TP_STATUSES = ("ok", "wrong", "crashed", "timeout", "skipped")
+TP_STATUSES = ("ok", "unpruned", "wrong", "crashed", "timeout", "skipped")
 SIZES = (64, 96, 128, 160, 192, 224, 256)
 BATCH, OTHER_BATCH = 2, 3
 FXPRUNE_LIMIT_S = 600  # one model's fxprune run, then it counts as failed
 TP_AFTER_S = 120  # Torch-Pruning is skipped where fxprune took longer
-TP_LIMIT_S = 120
+TP_LIMIT_S = 60  # its dependency search ends within seconds on these models, or not at all
 LOW_PARAMS_X = 1.3
 
 # timm family (module): (model, input size, img_size= passed at creation), chosen by --rechoose
@@ -224,7 +226,8 @@ def _pixels(size: int) -> Callable[[int], dict]:
 
 TEXT = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
             max_position_embeddings=64)
-DECODER = dict(TEXT, num_key_value_heads=2, use_cache=False)
+TOKEN_IDS = dict(bos_token_id=1, eos_token_id=2)  # within the small vocabulary
+DECODER = dict(TEXT, num_key_value_heads=2, use_cache=False, **TOKEN_IDS)
 VISION = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
               intermediate_size=64)
 
@@ -236,7 +239,7 @@ HF = {
                    _tokens),
     "roberta": ("RobertaConfig", "RobertaForSequenceClassification", TEXT, _tokens),
     "gpt2": ("GPT2Config", "GPT2LMHeadModel", dict(vocab_size=100, n_embd=32, n_layer=2, n_head=4, n_positions=64,
-                                                   use_cache=False), _tokens),
+                                                   use_cache=False, **TOKEN_IDS), _tokens),
     "llama": ("LlamaConfig", "LlamaForCausalLM", DECODER, _tokens),
     "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", DECODER, _tokens),
     "mistral": ("MistralConfig", "MistralForCausalLM", DECODER, _tokens),
@@ -373,9 +376,22 @@ def _inputs(batch) -> tuple:
     return (double(batch),)
 
 
-def _macs(model: nn.Module, inputs: tuple) -> int:
+def _macs(model: nn.Module, inputs: tuple, row: dict) -> int:
+    """``count_macs``; where it fails (torch's module tracker on a parameter handed to a submodule under
+    ``no_grad``: cait, pit), counted again with gradients off, and the failure noted in the row."""
     keywords = getattr(inputs, "keywords", ())
-    return count_macs(_ByName(model, keywords) if keywords else model, tuple(inputs))
+    counted = _ByName(model, keywords) if keywords else model
+    try:
+        return count_macs(counted, tuple(inputs))
+    except AssertionError as error:
+        row["macs_note"] = f"count_macs fails with requires_grad on: {_error(error)}"
+        flags = [(p, p.requires_grad) for p in model.parameters()]
+        model.requires_grad_(False)
+        try:
+            return count_macs(counted, tuple(inputs))
+        finally:
+            for param, flag in flags:
+                param.requires_grad_(flag)
 
 
 def _structure(output):
@@ -409,8 +425,8 @@ def _error(error: BaseException) -> str:
     return f"{type(error).__name__}: {str(error)[:400]}".replace("\n", " ")
 
 
-class Timeout(Exception):
-    pass
+class Timeout(BaseException):
+    """Over a time limit: a ``BaseException``, so no ``except Exception`` in the code it stops swallows it."""
 
 
 @contextlib.contextmanager
@@ -434,11 +450,11 @@ def run_fxprune(case: Case) -> dict:
         with _time_limit(FXPRUNE_LIMIT_S):
             model = case.build().double()
             inputs = _inputs(case.batch(BATCH))
-            row.update(params_before=parameter_count(model), macs_before=_macs(model, inputs))
+            row.update(params_before=parameter_count(model), macs_before=_macs(model, inputs, row))
             small, analysis, plan, result = compress_checked(model, inputs, ratio=0.5, expect_removed=False)
             row.update(status="pruned" if plan.removed_channels else "frozen",
                        capture=analysis.gm.meta.get("fxprune_capture", "fx"),
-                       params_after=parameter_count(small), macs_after=_macs(small, inputs))
+                       params_after=parameter_count(small), macs_after=_macs(small, inputs, row))
             row.update(params_x=round(row["params_before"] / row["params_after"], 2),
                        macs_x=round(row["macs_before"] / max(row["macs_after"], 1), 2),
                        oracle="exact" if result.exact else "shapes", rel_diff=float(f"{result.relative:.1e}"),
@@ -449,7 +465,7 @@ def run_fxprune(case: Case) -> dict:
             row["other_batch"] = _other_batch(model, small, case)
     except fxprune.FxpruneError as error:
         row.update(status="refused", error=_error(error))
-    except Exception as error:  # noqa: BLE001 — a benchmark reports every failure and goes on
+    except (Exception, Timeout) as error:  # noqa: BLE001 — a benchmark reports every failure and goes on
         row.update(status="failed", error=_error(error), where=traceback.format_exc(limit=-3)[-800:])
     row["seconds"] = round(time.perf_counter() - start, 1)
     return row
@@ -477,11 +493,13 @@ def _heads(model: nn.Module) -> dict[nn.Module, int]:
 
 
 def _fix_head_dims(model: nn.Module) -> None:
-    """timm's attention reads ``head_dim`` for its reshapes; Torch-Pruning shrinks the qkv layer only."""
+    """timm's attention reads ``head_dim`` and ``attn_dim`` for its reshapes; Torch-Pruning shrinks the layers only."""
     for module in model.modules():
         qkv = getattr(module, "qkv", None)
         if isinstance(qkv, nn.Linear) and isinstance(getattr(module, "head_dim", None), int):
             module.head_dim = qkv.out_features // (3 * module.num_heads)
+            if isinstance(getattr(module, "attn_dim", None), int):
+                module.attn_dim = module.head_dim * module.num_heads
 
 
 def tp_prune(model: nn.Module, batch, ignored: list[nn.Module]) -> None:
@@ -506,7 +524,7 @@ def run_torch_pruning(case: Case) -> dict:
             model.eval()
             row.update(tp_params_after=parameter_count(model), tp_params_x=round(before / parameter_count(model), 2))
             same = _structure(_call(model, batch)) == want and _structure(_call(model, other)) == want_other
-            row["tp_status"] = "ok" if same else "wrong"
+            row["tp_status"] = "wrong" if not same else "ok" if row["tp_params_x"] > 1 else "unpruned"
     except Timeout as error:
         row.update(tp_status="timeout", tp_error=str(error))
     except Exception as error:  # noqa: BLE001
@@ -544,12 +562,14 @@ def cases(zoos, timm_models: dict) -> list[Case]:
 
 
 COLUMNS = ["zoo", "family", "model", "input", "status", "capture", "params_x", "macs_x", "oracle", "rel_diff",
-           "frozen_share", "other_batch", "seconds", "tp_status", "tp_params_x", "tp_seconds"]
+           "frozen_share", "other_batch", "seconds", "tp_status", "tp_params_x", "tp_seconds", "fxprune"]
 
 
 def _table(rows: list[dict]) -> str:
     def cells(r):
         note = "; ".join(r.get("frozen_reasons", [])) or r.get("error", "")
+        if r.get("macs_note"):
+            note += f" — {r['macs_note'][:80]}"
         if r.get("tp_error"):
             note += f" — TP: {r['tp_error'][:120]}"
         other = r.get("other_batch", "")
@@ -585,8 +605,20 @@ def summary(rows: list[dict]) -> dict:
     return out
 
 
-def _summary_lines(totals: dict) -> str:
-    lines = ["", "## Summary", ""]
+def _revision() -> str:
+    """The fxprune commit measured, ``+`` where its files differ from it."""
+    git = ["git", "-C", str(RESULTS.parent.parent)]
+    try:
+        commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run([*git, "diff", "--quiet", "HEAD", "--", "fxprune"]).returncode != 0
+    except OSError:
+        return "unknown"
+    return commit + ("+" if dirty else "")
+
+
+def _summary_lines(totals: dict, rows: list[dict]) -> str:
+    revisions = sorted({r.get("fxprune", "unknown") for r in rows})
+    lines = ["", "## Summary", "", f"fxprune measured at {', '.join(revisions)} (the fxprune column: each row's)", ""]
     for zoo, s in totals.items():
         lines.append(f"- {zoo} ({s['models']} models): " + ", ".join(f"{k} {s[k]}" for k in STATUSES)
                      + f"; compressed with the oracle holding: {s['pruned_percent']}% ({s['oracle_exact']} exact, "
@@ -617,13 +649,14 @@ def main() -> None:
         print("}")
         return
     rows = []
+    revision = _revision()
     for case in _selected(cases(args.zoos, TIMM), args.models):
-        rows.append(run_one(case, torch_pruning=not args.no_tp))
+        rows.append({**run_one(case, torch_pruning=not args.no_tp), "fxprune": revision})
         print(json.dumps(rows[-1]), flush=True)
     rows = _merged(rows)
     totals = summary(rows)
     write_result("coverage_zoo.json", json.dumps({"summary": totals, "models": rows}, indent=1))
-    text = _table(rows) + "\n" + _summary_lines(totals)
+    text = _table(rows) + "\n" + _summary_lines(totals, rows)
     write_result("coverage_zoo.md", text)
     print(text)
 

@@ -126,3 +126,12 @@ def test_finetune_with_distillation_trains_a_copy():
     assert unlabeled(x).shape == model(x).shape
     with pytest.raises(InputError, match="teacher"):
         fxprune.finetune(small, x)
+
+
+def test_count_macs_takes_a_model_whose_parameters_require_grad_and_leaves_their_flags():
+    """timm's PiT and CaiT made torch's FLOP counter fail ("Expected gradient function to be set")."""
+    timm = pytest.importorskip("timm")
+    model = timm.create_model("pit_ti_224", pretrained=False, num_classes=10).eval()
+    model.head.weight.requires_grad_(False)
+    assert count_macs(model, (torch.randn(1, 3, 224, 224),)) > 0
+    assert not model.head.weight.requires_grad and model.patch_embed.conv.weight.requires_grad

@@ -13,6 +13,13 @@ def count_parameters(model: torch.nn.Module) -> int:
 def count_macs(model: torch.nn.Module, inputs: tuple) -> int:
     """Multiply-accumulates of one forward pass on ``inputs`` (FLOPs / 2, as torch counts them)."""
     counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model(*inputs)
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:  # the counter's module tracker fails on a parameter that requires grad under no_grad
+        p.requires_grad_(False)
+    try:
+        with counter, torch.no_grad():
+            model(*inputs)
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
     return counter.get_total_flops() // 2
