@@ -10,6 +10,7 @@ from . import (  # noqa: F401
     graph_nodes,
     joins,
     layers,
+    norms,
     pooling,
     rearrange,
     reshape,

@@ -1,5 +1,6 @@
-"""Rules of the layers with weights (``fxprune.rules.layers``): which channels convs, linear layers,
-embeddings and norms tie to their parameters, what they freeze, and the per-op facts they register."""
+"""Rules of the layers with weights and the norms (``fxprune.rules.layers``, ``fxprune.rules.norms``):
+which channels convs, linear layers, embeddings and norms tie to their parameters, what they freeze,
+and the per-op facts they register."""
 
 import numpy as np
 import pytest
