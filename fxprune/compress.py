@@ -17,6 +17,7 @@ from .choose.selection import Chooser, check_target_macs
 from .errors import InputError
 from .graph.distributed import active, check_same, failing_together
 from .graph.inputs import as_batches, example_inputs, input_specs, model_device, required_inputs
+from .graph.language import is_causal_lm, with_next_token_targets
 from .graph.modes import dropped_modules, rehost, training_graph
 from .pipeline import evaluating, plan_and_rewrite, traced
 from .recover.batchnorm import recalibrate_bn as recalibrate_batch_norms
@@ -154,6 +155,8 @@ def compress(model: torch.nn.Module, data, ratio: float = 0.5, *, method="l1", i
     check_target_macs(target_macs)
     ignore = _module_names(ignore)
     batches = failing_together(lambda: as_batches(data, max_batches, model_device(model), required_inputs(model)))
+    if is_causal_lm(model):  # text without labels: its next tokens are what the model predicts
+        batches = [with_next_token_targets(batch) for batch in batches]
     inputs = example_inputs(batches)
     choose = Chooser(method, batches, inputs, ratio, target_macs, round_to, refit, allocation, rewrite=rewrite)
 

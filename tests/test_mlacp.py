@@ -15,7 +15,7 @@ from fxprune.analysis.analyze import analyze_graph
 from fxprune.analysis.sites import group_sites
 from fxprune.choose.mlacp import MLACP
 from fxprune.choose.mlacp.compensation import least_squares_start
-from fxprune.choose.mlacp.losses import channel_gram_loss, loss_parts, reconstruction_loss, spatial_gram_loss
+from fxprune.choose.mlacp.losses import GramReference, as_maps, gram_loss, loss_parts, reconstruction_loss
 from fxprune.choose.mlacp.masks import ChannelMasks
 from fxprune.choose.refit import refit_layer
 from fxprune.errors import FxpruneError, InputError
@@ -85,23 +85,42 @@ def test_ratio_zero_returns_an_equivalent_model():
 def test_reconstruction_and_gram_terms_are_zero_when_nothing_changed():
     feature = torch.randn(4, 5, 7, 7)
     assert reconstruction_loss(feature, feature.clone()) == 0
-    assert channel_gram_loss(feature, feature.clone()) == 0
-    assert float(spatial_gram_loss(feature, feature.clone())) == pytest.approx(0, abs=1e-6)
+    assert float(gram_loss(GramReference.of(feature), feature.clone())) == pytest.approx(0, abs=1e-6)
     assert reconstruction_loss(feature, feature * 0.5) > 0
-    assert float(spatial_gram_loss(feature, torch.randn(4, 5, 7, 7))) > 0
+    assert float(gram_loss(GramReference.of(feature), torch.randn(4, 5, 7, 7))) > 0
 
 
-def test_spatial_gram_shortcut_matches_the_explicit_gram():
-    a, b = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
-    ga, gb = [t.flatten(2).transpose(1, 2) @ t.flatten(2) for t in (a, b)]
-    expected = (ga - gb).pow(2).sum() / ga.pow(2).sum()
-    assert float(spatial_gram_loss(a, b)) == pytest.approx(float(expected), rel=1e-4)
+def _explicit_grams(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Both Gram distances from the full C×C and P×P matrices of (N, C, P) maps."""
+    a, b = a.double(), b.double()
+    total = 0.0
+    for ga, gb in [(a @ a.transpose(1, 2), b @ b.transpose(1, 2)), (a.transpose(1, 2) @ a, b.transpose(1, 2) @ b)]:
+        total += float((ga - gb).pow(2).sum() / ga.pow(2).sum())
+    return total
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4, 4), (2, 40, 2, 3)], ids=["channels-fewer", "positions-fewer"])
+def test_gram_loss_matches_the_explicit_grams_on_either_side(shape):
+    torch.manual_seed(0)
+    a = torch.randn(shape)
+    b = a + 0.3 * torch.randn(shape)
+    expected = _explicit_grams(a.flatten(2), b.flatten(2))
+    assert float(gram_loss(GramReference.of(a), b)) == pytest.approx(expected, rel=1e-4)
+
+
+def test_gram_loss_takes_token_channels_from_the_last_dim():
+    torch.manual_seed(0)
+    a = torch.randn(2, 6, 4)  # (batch, tokens, channels) of a linear layer
+    b = a + 0.3 * torch.randn(2, 6, 4)
+    expected = _explicit_grams(a.transpose(1, 2), b.transpose(1, 2))
+    assert float(gram_loss(GramReference.of(a, 2), b, 2)) == pytest.approx(expected, rel=1e-4)
+    assert as_maps(a, 2).shape == (2, 4, 6)
 
 
 def test_loss_parts_leave_out_the_terms_not_asked_for():
     feature = {"c": torch.randn(2, 3, 4, 4)}
     logits, labels = torch.randn(2, 5), torch.tensor([1, 2])
-    parts = loss_parts(feature, {"c": feature["c"] + 1}, ["c"], logits, labels, False, False)
+    parts = loss_parts(feature, {"c": feature["c"] + 1}, ["c"], logits, labels, None, False)
     assert parts.gram == 0 and parts.classification == 0 and parts.reconstruction > 0
     assert float(parts.joint(1.0, 1.0, ("reconstruction",))) == float(parts.reconstruction)
 
@@ -261,7 +280,11 @@ def test_the_local_cross_entropy_is_zero_at_the_baseline_and_grows_with_the_chan
 
     base = {"c": torch.randn(4, 3, 5)}
     gradients = {"c": torch.randn(4, 3, 5)}
-    assert local_classification(gradients, base, base, ["c"]) == 0
-    small = local_classification(gradients, base, {"c": base["c"] + 0.1 * gradients["c"]}, ["c"])
-    large = local_classification(gradients, base, {"c": base["c"] + 0.2 * gradients["c"]}, ["c"])
+    assert local_classification(gradients, base, base, ["c"], 4) == 0
+    small = local_classification(gradients, base, {"c": base["c"] + 0.1 * gradients["c"]}, ["c"], 4)
+    large = local_classification(gradients, base, {"c": base["c"] + 0.2 * gradients["c"]}, ["c"], 4)
     assert 0 < small and torch.isclose(large, 4 * small)  # second order
+    rows = {name: value.reshape(12, 5) for name, value in [("c", base["c"])]}  # (samples · tokens, channels)
+    flat = local_classification({"c": gradients["c"].reshape(12, 5)}, rows,
+                                {"c": (base["c"] + 0.1 * gradients["c"]).reshape(12, 5)}, ["c"], 4)
+    assert torch.isclose(flat, small)  # the same per-sample sums, whatever the layout of the rows

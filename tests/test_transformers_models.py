@@ -10,7 +10,8 @@ import fxprune
 from fxprune.analysis.analyze import analyze_graph
 from fxprune.analysis.sites import group_sites
 from fxprune.choose.criteria.reconstruction import _consumer_inputs, _energies
-from fxprune.graph.inputs import Inputs, as_batches, example_inputs
+from fxprune.graph.inputs import IGNORED_TARGET, Inputs, as_batches, example_inputs
+from fxprune.graph.language import is_causal_lm, with_next_token_targets
 from fxprune.pipeline import traced
 
 transformers = pytest.importorskip("transformers", reason="transformers is not installed (pip install transformers)")
@@ -282,3 +283,43 @@ def test_reconstruction_measures_an_exported_graphs_linear_inputs_over_batches_o
     read_by_layers = [site for site in sites if site.consumers]  # query/key widths are read by attention alone
     assert len(read_by_layers) >= 6 and all(_energies(analysis, site, inputs)[0].sum() > 0 for site in read_by_layers)
 
+
+
+def bert_tokens_classifier():
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                     intermediate_size=64, max_position_embeddings=64, num_labels=5)
+    return transformers.BertForTokenClassification(config).eval()
+
+
+def test_a_causal_lm_batch_without_labels_is_labelled_by_its_next_tokens():
+    batch = as_batches(tokens(batch=2, length=6))[0]
+    labelled = with_next_token_targets(batch)
+    ids, mask = batch.kwargs["input_ids"], batch.kwargs["attention_mask"]
+    assert labelled.targets.shape == ids.shape
+    assert torch.equal(labelled.targets[0, :-1], ids[0, 1:]) and labelled.targets[0, -1] == IGNORED_TARGET
+    assert (labelled.targets[1][:-1][mask[1, 1:] == 0] == IGNORED_TARGET).all()  # padding predicts nothing
+    assert is_causal_lm(gpt2()) and is_causal_lm(llama()) and not is_causal_lm(bert())
+
+
+@pytest.mark.parametrize("make", [gpt2, llama, bert_tokens_classifier], ids=["gpt2", "llama", "bert-tokens"])
+def test_mlacp_with_all_three_losses_prunes_language_models_and_token_classifiers(make):
+    """Logits (batch, tokens, classes) are read a row per token; a linear layer's Gram is taken over its
+    last dim; the labels are per token (given, or the next tokens of a causal LM's text)."""
+    model = make()
+    batches = [tokens(batch=4, length=8, seed=i) for i in range(2)]
+    if make is bert_tokens_classifier:
+        batches = [(batch, torch.randint(0, 5, (4, 8), generator=torch.Generator().manual_seed(i)))
+                   for i, batch in enumerate(batches)]
+    method = fxprune.MLACP(terms=("reconstruction", "gram", "classification"), steps=2, progress=False)
+    small = fxprune.compress(model, batches, ratio=0.5, method=method, round_to=1)
+    assert small.fxprune_plan.removed_channels > 0 and len(small.fxprune_log) > 0
+    assert all(record.loss_refined <= record.loss_pruned for record in small.fxprune_log)
+    assert small(**tokens(batch=3, length=8)).logits.shape == model(**tokens(batch=3, length=8)).logits.shape
+
+
+def test_a_linear_layer_on_tokens_is_judged_over_its_last_dim():
+    gm = traced(bert_tokens_classifier(), example_inputs(as_batches(tokens())), capture="export")
+    sites = group_sites(analyze_graph(gm))
+    dims = {dim for site in sites for dim in site.channel_dims.values()}
+    assert dims == {2}, dims  # (batch, tokens, channels): every consumer is a linear layer

@@ -9,13 +9,13 @@ conv2's output does not, so conv2 is the consumer and its output is the feature 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.fx
 
 from ..graph.shapes import tensor_shapes
-from ..graph.tensors import canonical_names, output_key, param_key, param_name
+from ..graph.tensors import DimRef, canonical_names, output_key, param_key, param_name
 from .analyze import Analysis
 from .grouping import ChannelGroup, Member
 
@@ -30,6 +30,9 @@ class GroupSite:
     consumers: list[torch.fx.Node]  # nodes whose outputs judge the group
     consumer_members: list[Member]  # the parameter slices that read the group's channels
     params: list[str]  # qualified names of the parameters (not buffers) holding the group's slots
+    # per consumer, the dim of its output that holds its own output channels (1 for a convolution,
+    # the last for a linear layer on tokens): where a Gram matrix is taken
+    channel_dims: dict[str, int] = field(default_factory=dict)
 
 
 def param_readers(gm: torch.fx.GraphModule) -> dict[str, list[torch.fx.Node]]:
@@ -74,6 +77,7 @@ def _site(group, analysis, position, key_owner, readers) -> GroupSite:
                     consumers.append(node)
     consumers.sort(key=position.__getitem__)
     anchor = (members or group.members)[0].ref
+    weights = {node: m.ref.key for m in consumer_members for node in readers.get(m.ref.key, [])}
     return GroupSite(
         group=group,
         name=f"{param_name(anchor.key)} dim {anchor.dim}",
@@ -81,4 +85,20 @@ def _site(group, analysis, position, key_owner, readers) -> GroupSite:
         consumers=consumers,
         consumer_members=consumer_members or members,
         params=sorted({param_name(m.ref.key) for m in members}),
+        channel_dims={node.name: _output_channel_dim(analysis, node, weights[node]) for node in consumers},
     )
+
+
+def _output_channel_dim(analysis: Analysis, node: torch.fx.Node, weight_key: str) -> int:
+    """The dim of ``node``'s output tied to the rows of the weight it reads (1 when none is)."""
+    table, labels = analysis.table, analysis.labels
+    rows = DimRef(weight_key, 0)
+    key = output_key(node)
+    if rows not in table.offset or key not in table.shapes:
+        return 1
+    component = labels[table.offset[rows]]
+    for dim in range(len(table.shapes[key])):
+        ref = DimRef(key, dim)
+        if table.size[ref] == table.size[rows] and labels[table.offset[ref]] == component:
+            return dim
+    return 1

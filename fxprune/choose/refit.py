@@ -97,24 +97,43 @@ def _solve(module, xtx: torch.Tensor, xty: torch.Tensor, columns: np.ndarray) ->
         weight.index_copy_(1, torch.as_tensor(columns, device=weight.device), new)
 
 
-def refit_columns(module, columns: np.ndarray, inputs: Iterable[torch.Tensor], originals: list[torch.Tensor]) -> None:
-    """Refit ``module``'s input ``columns`` so that its outputs on ``inputs`` (one per batch) match ``originals``.
+def _wanted(module, columns: np.ndarray) -> torch.Tensor:
+    """The rows of the normal equations that hold input ``columns`` (each with its kernel taps)."""
+    kernel = int(np.prod(module.weight.shape[2:])) if module.weight.dim() > 2 else 1
+    return (torch.as_tensor(columns)[:, None] * kernel + torch.arange(kernel)).reshape(-1)
+
+
+def drawn_rows(module, inputs: Iterable[torch.Tensor], originals: list[torch.Tensor]):
+    """Yield, batch by batch, the rows every refit reads: ``(patches, targets)``, at most ``ROWS_PER_BATCH``.
 
     The same rows are drawn from every batch whatever the caller (seed: the rank, 0 in one process),
     so the refit after a criterion and MLACP's least-squares start give the same solution on the
-    same inputs; the sums are added over the ranks (see the module docstring).
+    same inputs, and rows kept once serve every later refit of the same inputs.
     """
-    kernel = int(np.prod(module.weight.shape[2:])) if module.weight.dim() > 2 else 1
-    wanted = (torch.as_tensor(columns)[:, None] * kernel + torch.arange(kernel)).reshape(-1)
-    xtx, xty = 0, 0
     generator = torch.Generator().manual_seed(rank())
-    with torch.no_grad():
-        for x, original in zip(inputs, originals):
+    for x, original in zip(inputs, originals):
+        with torch.no_grad():  # closed before each yield: the caller's grad mode is its own
             patches, targets = _patches(module, x), _targets(module, original)
             pick = torch.randperm(len(patches), generator=generator)[:ROWS_PER_BATCH]
-            rows, targets = patches[pick][:, wanted].double(), targets[pick].double()
-            xtx, xty = xtx + rows.T @ rows, xty + rows.T @ targets
+            rows = patches[pick], targets[pick]
+        yield rows
+
+
+def refit_from_rows(module, columns: np.ndarray, rows: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Refit ``module``'s input ``columns`` by least squares on ``rows`` (``drawn_rows``), the sums of
+    ``XᵀX`` and ``XᵀY`` added over the ranks."""
+    wanted = _wanted(module, columns)
+    xtx, xty = 0, 0
+    with torch.no_grad():
+        for patches, targets in rows:
+            x, y = patches[:, wanted].double(), targets.double()
+            xtx, xty = xtx + x.T @ x, xty + x.T @ y
     _solve(module, all_reduce_sum(xtx), all_reduce_sum(xty), columns)
+
+
+def refit_columns(module, columns: np.ndarray, inputs: Iterable[torch.Tensor], originals: list[torch.Tensor]) -> None:
+    """Refit ``module``'s input ``columns`` so that its outputs on ``inputs`` (one per batch) match ``originals``."""
+    refit_from_rows(module, columns, drawn_rows(module, inputs, originals))
 
 
 def refit_layer(gm, node, module, columns, batches: list[Batch], originals: list[torch.Tensor]) -> None:

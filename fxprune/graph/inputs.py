@@ -175,8 +175,8 @@ IGNORED_TARGET = -100  # cross-entropy's default ignore_index
 def check_targets(batch: Batch, classes: int | None, where: str) -> None:
     """Refuse class-index targets outside ``[0, classes)`` before a cross-entropy meets them."""
     targets = batch.targets
-    if classes is None or targets is None or targets.is_floating_point() or targets.dim() != 1:
-        return
+    if classes is None or targets is None or targets.is_floating_point() or targets.dim() == 0:
+        return  # class indices of any shape: one per sample, or one per token
     labels = targets[targets != IGNORED_TARGET]
     wrong = labels[(labels < 0) | (labels >= classes)]
     if wrong.numel():

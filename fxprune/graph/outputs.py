@@ -9,13 +9,29 @@ import torch
 
 
 def logits_of(outputs) -> torch.Tensor:
-    """The logits a loss reads: the output itself, the first of a tuple, or the ``logits`` of a dict-like
-    output (Hugging Face's ``ModelOutput``), flattened to (batch, classes)."""
+    """The logits a loss reads, one row per prediction: the output itself, the first of a tuple, or the
+    ``logits`` of a dict-like output (Hugging Face's ``ModelOutput``). A (batch, tokens, classes)
+    output (a token classifier, a language model) gives a row per token; a (batch, classes, ...)
+    map is flattened to one row per sample."""
     if isinstance(outputs, Mapping):
         outputs = outputs["logits"] if "logits" in outputs else next(iter(outputs.values()))
     elif isinstance(outputs, (tuple, list)):
         outputs = outputs[0]
+    if outputs.dim() == 3:
+        return outputs.reshape(-1, outputs.shape[-1])
     return outputs.flatten(1) if outputs.dim() > 2 else outputs
+
+
+def labels_of(targets: torch.Tensor | None) -> torch.Tensor | None:
+    """Class-index targets one per row of ``logits_of``: a (batch, tokens) grid becomes one row per token."""
+    if targets is None or targets.is_floating_point():
+        return targets
+    return targets.reshape(-1)
+
+
+def predicted_labels(outputs) -> torch.Tensor:
+    """The model's own predictions, one per row of ``logits_of``: the labels of data that has none."""
+    return logits_of(outputs).detach().argmax(1)
 
 
 def flat_outputs(value) -> list[torch.Tensor]:

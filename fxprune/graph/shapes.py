@@ -204,7 +204,9 @@ def output_classes(gm: torch.fx.GraphModule) -> int | None:
     output = next(n for n in reversed(gm.graph.nodes) if n.op == "output")
     shapes = tensor_shapes(output)
     shape = shapes[()] if () in shapes else shapes.get((0,))
-    return math.prod(shape[1:]) if shape is not None and len(shape) >= 2 else None
+    if shape is None or len(shape) < 2:
+        return None
+    return shape[-1] if len(shape) == 3 else math.prod(shape[1:])  # per token, as ``outputs.logits_of`` reads it
 
 
 def tensor_shapes(node: torch.fx.Node) -> dict[tuple[int, ...], torch.Size]:

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from ..errors import InputError
 from ..graph.distributed import active, all_reduce_mean, average_buffers, is_main, largest
 from ..graph.inputs import Batch, Inputs, as_batches, check_targets, keywords_of
-from ..graph.outputs import logits_of
+from ..graph.outputs import labels_of, logits_of
 
 
 def distillation_loss(student, teacher, targets, temperature: float, kd_weight: float) -> torch.Tensor:
@@ -43,7 +43,7 @@ def distillation_loss(student, teacher, targets, temperature: float, kd_weight: 
                         reduction="batchmean") * temperature**2
         terms.append((kd_weight if targets is not None else 1.0) * soft)
     if targets is not None:
-        terms.append((1 - kd_weight if teacher is not None else 1.0) * F.cross_entropy(student, targets))
+        terms.append((1 - kd_weight if teacher is not None else 1.0) * F.cross_entropy(student, labels_of(targets)))
     if not terms:
         raise InputError("finetune: the data has no labels; pass a teacher to distill from")
     return sum(terms)

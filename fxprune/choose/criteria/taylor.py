@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from ...analysis.analyze import Analysis
 from ...graph.distributed import all_reduce_sum
 from ...graph.inputs import check_targets
-from ...graph.outputs import logits_of
+from ...graph.outputs import labels_of, logits_of, predicted_labels
 from ...graph.shapes import output_classes
 from ...graph.tensors import param_name
 from .magnitude import parameter
@@ -23,9 +23,8 @@ from .magnitude import parameter
 
 def classification_loss(outputs, targets) -> torch.Tensor:
     """Cross-entropy against ``targets``, or against the outputs' own argmax when there are none."""
-    logits = logits_of(outputs)
-    labels = targets if targets is not None else logits.detach().argmax(1)
-    return F.cross_entropy(logits, labels)
+    labels = labels_of(targets) if targets is not None else predicted_labels(outputs)
+    return F.cross_entropy(logits_of(outputs), labels)
 
 
 def taylor(analysis: Analysis, batches) -> list[np.ndarray]:

@@ -12,18 +12,47 @@ from the group's prefix (``capture.Prefixes``) instead of from the model's input
 from __future__ import annotations
 
 from ...graph.partial_run import Prefixes
-from ..refit import plain_layer, refit_columns
+from ..refit import ROWS_PER_BATCH, drawn_rows, plain_layer, refit_from_rows
 from .masks import ChannelMasks
 
+MAX_KEPT_VALUES = 2**26  # rows of a consumer's input kept for later refits: at most 256 MiB of floats
 
-def least_squares_start(gm, site, masks: ChannelMasks, batches, features, prefixes) -> int:
+
+def _fixed_inputs(site, position: dict) -> set[str]:
+    """The consumers whose input no other consumer of the site computes: it stays the same while the
+    group's consumers are refit (the group's producer is not changed then)."""
+    consumers = set(site.consumers)
+    fixed = set()
+    for node in site.consumers:
+        seen, stack, found = set(), list(node.all_input_nodes), False
+        while stack and not found:
+            current = stack.pop()
+            if current in seen or position[current] < site.first_node:
+                continue
+            seen.add(current)
+            found = current in consumers
+            stack.extend(current.all_input_nodes)
+        if not found:
+            fixed.add(node.name)
+    return fixed
+
+
+def _row_values(module, values: list) -> int:
+    """How many numbers the drawn rows of ``values`` hold (an upper bound: every batch at its row cap)."""
+    return len(values) * ROWS_PER_BATCH * (module.weight[0].numel() + module.weight.shape[0])
+
+
+def least_squares_start(gm, site, masks: ChannelMasks, batches, features, prefixes, cache: dict | None = None) -> int:
     """Refit the kept input columns of the group's plain consumers to the baseline outputs; return how many.
 
     Consumers go in graph order, each refit seeing the ones before it; their inputs come from the
-    group's ``prefixes`` moved forward from one consumer to the next.
+    group's ``prefixes`` moved forward from one consumer to the next. ``cache`` (one dict per group)
+    keeps the drawn rows of the consumers whose input the refits do not change, so the refits between
+    selection rounds solve again without running the model.
     """
     position = {n: i for i, n in enumerate(gm.graph.nodes)}
-    inputs = Prefixes(gm, [batch.inputs for batch in batches], site.first_node, prefixes)
+    fixed = _fixed_inputs(site, position) if cache is not None else set()
+    inputs = None
     done = 0
     for node in site.consumers:
         if not plain_layer(gm, node):
@@ -33,9 +62,18 @@ def least_squares_start(gm, site, masks: ChannelMasks, batches, features, prefix
         if mask is None or node.name not in features[0]:
             continue
         columns = mask.transpose(0, 1).reshape(mask.shape[1], -1).any(1).nonzero().flatten().numpy()
-        source = node.args[0].name
-        values = [env[source] for env in inputs.at(position[node])]
-        refit_columns(gm.get_submodule(node.target), columns, values, [f[node.name] for f in features])
+        module = gm.get_submodule(node.target)
+        originals = [f[node.name] for f in features]
+        if node.name in fixed and node.name in cache:
+            refit_from_rows(module, columns, cache[node.name])
+        else:
+            if inputs is None:
+                inputs = Prefixes(gm, [batch.inputs for batch in batches], site.first_node, prefixes)
+            values = [env[node.args[0].name] for env in inputs.at(position[node])]
+            rows = drawn_rows(module, values, originals)
+            if node.name in fixed and _row_values(module, values) <= MAX_KEPT_VALUES:
+                rows = cache[node.name] = list(rows)
+            refit_from_rows(module, columns, rows)
         masks.apply([name])
         done += 1
     return done

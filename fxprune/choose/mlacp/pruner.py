@@ -38,13 +38,14 @@ from ...analysis.sites import GroupSite, group_sites
 from ...errors import FxpruneError, InputError
 from ...graph.distributed import all_reduce_mean, all_reduce_sum, is_main
 from ...graph.inputs import Batch, check_targets
+from ...graph.outputs import labels_of, predicted_labels
 from ...graph.partial_run import Prefixes, output_gradients, run_from
 from ...graph.shapes import output_classes
 from ...graph.tensors import param_name
 from ..criteria.magnitude import per_index
 from .compensation import least_squares_start
 from .forward import forward_select
-from .losses import DEFAULT_TERMS, TERMS, classification_loss, local_classification, loss_parts
+from .losses import DEFAULT_TERMS, TERMS, GramReference, classification_loss, local_classification, loss_parts
 from .masks import ChannelMasks
 
 MAX_GRAD_NORM = 1.0
@@ -81,6 +82,19 @@ class _Calibration:
     features: list[dict[str, torch.Tensor]]
     # ∂(cross-entropy)/∂(consumer output) of the baseline, per batch: the local classification term
     gradients: list[dict[str, torch.Tensor]] | None = None
+    # the baseline's side of the Gram term for the group being pruned, per batch (``references``)
+    gram_group: int | None = None
+    gram_references: dict[int, dict[str, GramReference]] = field(default_factory=dict)
+
+    def references(self, site: GroupSite, b: int) -> dict[str, GramReference]:
+        """Batch ``b``'s Gram references at ``site``'s consumers: built on first use, kept for the group."""
+        if self.gram_group != site.group.id:
+            self.gram_group, self.gram_references = site.group.id, {}
+        if b not in self.gram_references:
+            features = self.features[b]
+            self.gram_references[b] = {n.name: GramReference.of(features[n.name], site.channel_dims.get(n.name, 1))
+                                       for n in site.consumers if n.name in features}
+        return self.gram_references[b]
 
 
 @dataclass
@@ -184,9 +198,8 @@ class MLACP:
         with torch.no_grad():
             for batch in batches:
                 kept = run_from(baseline, batch.inputs, wanted=wanted)
-                logits = kept.pop("output")
-                logits = logits[0] if isinstance(logits, (tuple, list)) else logits
-                labels.append(batch.targets if batch.targets is not None else logits.flatten(1).argmax(1))
+                output = kept.pop("output")
+                labels.append(labels_of(batch.targets) if batch.targets is not None else predicted_labels(output))
                 features.append({k: v for k, v in kept.items() if isinstance(v, torch.Tensor)})
         calibration = _Calibration(batches, labels, features)
         if "classification" in self.terms and self.classification == "local":
@@ -195,8 +208,10 @@ class MLACP:
                 for batch, y in zip(batches, labels)]
         return calibration
 
-    def _loss(self, gm, site: GroupSite, calibration: _Calibration, b: int, prefix: dict) -> torch.Tensor:
-        """The joint loss on batch ``b``. With the local classification term the run stops at the group's
+    def _loss(self, gm, site: GroupSite, calibration: _Calibration, b: int, prefix: dict,
+              start: int | None = None) -> torch.Tensor:
+        """The joint loss on batch ``b``, run from ``start`` (the group's first node; ``prefix`` holds the
+        values read from before it). With the local classification term the run stops at the group's
         last consumer, and the cross-entropy is its first-order change there (the baseline's gradient
         times the change of the consumers' outputs); a group no layer reads runs to the output."""
         names = [n.name for n in site.consumers]
@@ -204,12 +219,14 @@ class MLACP:
         local = classify and calibration.gradients is not None and names
         positions = {n: i for i, n in enumerate(gm.graph.nodes)}
         stop = None if (classify and not local) or not site.consumers else max(positions[n] for n in site.consumers)
-        kept = run_from(gm, calibration.batches[b].inputs, site.first_node, prefix, names, stop)
+        start = site.first_node if start is None else start
+        kept = run_from(gm, calibration.batches[b].inputs, start, prefix, names, stop)
+        references = calibration.references(site, b) if "gram" in self.terms else None
         parts = loss_parts(calibration.features[b], kept, names, kept.get("output"), calibration.labels[b],
-                           "gram" in self.terms, classify and not local)
+                           references, classify and not local, site.channel_dims)
         if local:
             parts.classification = local_classification(calibration.gradients[b], calibration.features[b], kept,
-                                                        names)
+                                                        names, calibration.batches[b].size)
         loss = parts.joint(self.alpha, self.beta, self.terms)
         if not torch.isfinite(loss):
             raise FxpruneError(f"MLACP: the joint loss became {float(loss.detach())} at group {site.name}; "
@@ -223,14 +240,15 @@ class MLACP:
         for p in params:
             p.requires_grad_(True)
         try:
+            kept_rows: dict = {}  # the consumers' least-squares rows, shared by the group's refits
             if self.selection == "forward" and site.consumers:
-                score = self._forward(analysis, site, keep, calibration, prefixes)
+                score = self._forward(analysis, site, keep, calibration, prefixes, kept_rows)
             else:
                 score = self._sensitivity(analysis, site, calibration, prefixes)
             order = np.argsort(-score, kind="stable")
             masks.remove(site.group, order[keep:])
             if self.least_squares:
-                least_squares_start(gm, site, masks, calibration.batches, calibration.features, prefixes)
+                least_squares_start(gm, site, masks, calibration.batches, calibration.features, prefixes, kept_rows)
             before, after = self._refine(gm, site, params, calibration, prefixes, masks)
         finally:
             for p in params:
@@ -239,15 +257,22 @@ class MLACP:
         self.log.append(GroupRecord(site.name, keep, site.group.size, before, after, time.perf_counter() - start))
         return score
 
-    def _forward(self, analysis, site: GroupSite, keep: int, calibration, prefixes) -> np.ndarray:
-        """Greedy forward selection (``forward``): chunks chosen by their gates' gradients, refit between."""
+    def _forward(self, analysis, site: GroupSite, keep: int, calibration, prefixes, kept_rows: dict) -> np.ndarray:
+        """Greedy forward selection (``forward``): chunks chosen by their gates' gradients, refit between.
+
+        Only the consumers' weights change while the channels are chosen, so the runs start at the
+        first consumer, from values computed once."""
         gm = analysis.gm
+        position = {n: i for i, n in enumerate(gm.graph.nodes)}
+        start = min(position[n] for n in site.consumers)
+        inputs = [batch.inputs for batch in calibration.batches]
+        at_consumers = Prefixes(gm, inputs, site.first_node, prefixes).at(start)
 
         def losses():
-            return (self._loss(gm, site, calibration, b, prefix) for b, prefix in enumerate(prefixes))
+            return (self._loss(gm, site, calibration, b, env, start) for b, env in enumerate(at_consumers))
 
         def refit(gate):
-            least_squares_start(gm, site, gate, calibration.batches, calibration.features, prefixes)
+            least_squares_start(gm, site, gate, calibration.batches, calibration.features, prefixes, kept_rows)
 
         try:
             return forward_select(analysis, site, keep, self.rounds, losses, refit if self.least_squares else _no_refit)
@@ -281,6 +306,9 @@ class MLACP:
 
     def _refine(self, gm, site, params, calibration, prefixes, masks) -> tuple[float, float]:
         """SGD on the group's kept weights; keep the weights with the lowest loss seen."""
+        if not params:  # a group held only by buffers (a table no layer learns): nothing to refine
+            value = float(all_reduce_mean(self._loss(gm, site, calibration, 0, prefixes[0]).detach().clone()))
+            return value, value
         optimizer = torch.optim.SGD(params, lr=self.lr, momentum=self.momentum)
         best, best_state, first = float("inf"), None, None
         for step in range(self.steps + 1):
