@@ -39,6 +39,7 @@ from quality_training import accuracy, cached_baseline  # noqa: E402
 
 import fxprune  # noqa: E402
 from fxprune.analysis.analyze import analyze_graph  # noqa: E402
+from fxprune.analysis.sites import group_sites  # noqa: E402
 from fxprune.choose.allocation import MacsModel, uniform_counts_at  # noqa: E402
 from fxprune.choose.mlacp import TERMS  # noqa: E402
 from fxprune.choose.mlacp.losses import DEFAULT_TERMS  # noqa: E402
@@ -197,6 +198,22 @@ def evaluate_model(model_name, data, args, rows: list) -> None:
 TIMING_RUNS = [(20, 512), (32, 512), (56, 512), (110, 512), (56, 128), (56, 256)]  # depth at 512 images, then size
 
 
+def seconds_per_kind(model, example, log) -> list[str]:
+    """A table of MLACP's seconds per kind of group: by what reads it (one layer, or a residual stream
+    read by several), and the size of the maps it is judged on."""
+    sites = {site.name: site for site in group_sites(fxprune.analyze(model, example[:1]).analysis)}
+    kinds: dict[str, list[float]] = {}
+    for record in log:
+        site = sites[record.group]
+        readers = "one consumer" if len(site.consumers) == 1 else "residual stream (several consumers)"
+        side = site.consumers[0].meta["tensor_meta"].shape[-1]
+        kinds.setdefault(f"{readers}, {side}×{side} maps", []).append(record.seconds)
+    rows = [markdown_header(["group kind", "groups", "seconds (all)", "seconds per group"])]
+    for kind, seconds in sorted(kinds.items(), key=lambda item: -sum(item[1])):
+        rows.append(markdown_row([kind, len(seconds), f"{sum(seconds):.0f}", f"{np.mean(seconds):.1f}"]))
+    return rows
+
+
 def timing(args) -> None:
     """MLACP seconds on CIFAR-style ResNets (width 16) of growing depth and calibration size (untrained weights)."""
     columns = ["model", "calibration images", "groups", "MLACP seconds (whole compress call)", "seconds per group"]
@@ -221,6 +238,7 @@ def timing(args) -> None:
         lines.append(markdown_row(["torchvision resnet50 (224×224)", 64, groups, f"{seconds:.0f}",
                                    f"{seconds / groups:.1f}"]))
         print(lines[-1], flush=True)
+        lines += ["", *seconds_per_kind(model, data[0], small.fxprune_log)]
     command = (f"python benchmarks/quality.py --timing --timing-runs {args.timing_runs} --threads {args.threads}"
                + (" --timing-resnet50" if args.timing_resnet50 else ""))
     header = ["# MLACP time vs depth and calibration size", "", f"    {command}", "",

@@ -28,7 +28,7 @@ from fxprune.errors import InputError
 from fxprune.graph import distributed
 
 WORLD = 2
-BATCH = 4  # rows per refit batch: 4 × 8 × 8 = 256 ≤ ROWS_PER_BATCH, so no draw cuts rows
+BATCH = 4  # rows per refit batch: 4 × 8 × 8 = 256 ≤ rows_per_batch(any count), so no draw cuts rows
 TIMEOUT = 150  # seconds for the whole spawn: a hang fails the tests instead of stalling them
 
 

@@ -15,7 +15,7 @@ Under ``torch.distributed`` each rank sums ``XᵀX`` and ``XᵀY`` over its own 
 added over the ranks before solving, so every rank writes the same weights. Rows are drawn from each
 batch with a generator seeded by the rank (rank 0 draws as one process does): the result equals one
 process's on all the ranks' batches only where no draw cuts rows, i.e. each batch has at most
-``ROWS_PER_BATCH`` rows (batch × output positions for a convolution).
+``rows_per_batch`` rows (batch × output positions for a convolution) for both batch counts.
 """
 
 from __future__ import annotations
@@ -34,7 +34,14 @@ from ..graph.tensors import DimRef, canonical_names, param_key, param_name
 from ..rules import rule_for
 from .plan import Plan, kept_slots, removed_components
 
-ROWS_PER_BATCH = 8192
+ROWS = 32768  # rows a refit reads over all its batches: 14 per unknown of a 3×3 conv reading 256 channels
+MIN_ROWS_PER_BATCH = 1024
+
+
+def rows_per_batch(batches: int) -> int:
+    """How many rows a refit draws from each of ``batches`` batches (8192 each for 4, 4096 for 8)."""
+    return max(MIN_ROWS_PER_BATCH, ROWS // max(batches, 1))
+
 RIDGE = 1e-3
 
 
@@ -90,7 +97,8 @@ def _targets(module, y: torch.Tensor) -> torch.Tensor:
 def _solve(module, xtx: torch.Tensor, xty: torch.Tensor, columns: np.ndarray) -> None:
     """Write the ridge-regularised least-squares solution into the kept input columns."""
     ridge = RIDGE * xtx.diagonal().mean().clamp_min(1e-12)
-    solution = torch.linalg.solve(xtx + ridge * torch.eye(len(xtx), dtype=xtx.dtype), xty)  # (inputs, outputs)
+    identity = torch.eye(len(xtx), dtype=xtx.dtype, device=xtx.device)
+    solution = torch.linalg.solve(xtx + ridge * identity, xty)  # (inputs, outputs)
     weight = module.weight
     with torch.no_grad():
         new = solution.T.reshape(weight.shape[0], len(columns), *weight.shape[2:]).to(weight.dtype)
@@ -104,17 +112,18 @@ def _wanted(module, columns: np.ndarray) -> torch.Tensor:
 
 
 def drawn_rows(module, inputs: Iterable[torch.Tensor], originals: list[torch.Tensor]):
-    """Yield, batch by batch, the rows every refit reads: ``(patches, targets)``, at most ``ROWS_PER_BATCH``.
+    """Yield, batch by batch, the rows every refit reads: ``(patches, targets)``, ``rows_per_batch`` at most.
 
     The same rows are drawn from every batch whatever the caller (seed: the rank, 0 in one process),
     so the refit after a criterion and MLACP's least-squares start give the same solution on the
     same inputs, and rows kept once serve every later refit of the same inputs.
     """
     generator = torch.Generator().manual_seed(rank())
+    most = rows_per_batch(len(originals))
     for x, original in zip(inputs, originals):
         with torch.no_grad():  # closed before each yield: the caller's grad mode is its own
             patches, targets = _patches(module, x), _targets(module, original)
-            pick = torch.randperm(len(patches), generator=generator)[:ROWS_PER_BATCH]
+            pick = torch.randperm(len(patches), generator=generator)[:most]
             rows = patches[pick], targets[pick]
         yield rows
 

@@ -12,7 +12,7 @@ from the group's prefix (``capture.Prefixes``) instead of from the model's input
 from __future__ import annotations
 
 from ...graph.partial_run import Prefixes
-from ..refit import ROWS_PER_BATCH, drawn_rows, plain_layer, refit_from_rows
+from ..refit import drawn_rows, plain_layer, refit_from_rows, rows_per_batch
 from .masks import ChannelMasks
 
 MAX_KEPT_VALUES = 2**26  # rows of a consumer's input kept for later refits: at most 256 MiB of floats
@@ -39,7 +39,7 @@ def _fixed_inputs(site, position: dict) -> set[str]:
 
 def _row_values(module, values: list) -> int:
     """How many numbers the drawn rows of ``values`` hold (an upper bound: every batch at its row cap)."""
-    return len(values) * ROWS_PER_BATCH * (module.weight[0].numel() + module.weight.shape[0])
+    return len(values) * rows_per_batch(len(values)) * (module.weight[0].numel() + module.weight.shape[0])
 
 
 def least_squares_start(gm, site, masks: ChannelMasks, batches, features, prefixes, cache: dict | None = None) -> int:
@@ -61,7 +61,7 @@ def least_squares_start(gm, site, masks: ChannelMasks, batches, features, prefix
         mask = masks.masks.get(name)
         if mask is None or node.name not in features[0]:
             continue
-        columns = mask.transpose(0, 1).reshape(mask.shape[1], -1).any(1).nonzero().flatten().numpy()
+        columns = mask.transpose(0, 1).reshape(mask.shape[1], -1).any(1).nonzero().flatten().cpu().numpy()
         module = gm.get_submodule(node.target)
         originals = [f[node.name] for f in features]
         if node.name in fixed and node.name in cache:
