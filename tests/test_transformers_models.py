@@ -55,11 +55,11 @@ def without_layer_norms(model: nn.Module) -> nn.Module:
     return model
 
 
-def bert(seed=0):
+def bert(seed=0, head="BertForSequenceClassification", labels=3):
     torch.manual_seed(seed)
     config = transformers.BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                     intermediate_size=64, max_position_embeddings=64, num_labels=3)
-    return transformers.BertForSequenceClassification(config).eval()
+                                     intermediate_size=64, max_position_embeddings=64, num_labels=labels)
+    return getattr(transformers, head)(config).eval()
 
 
 def tokens(batch=2, length=8, vocab=100, seed=0):
@@ -286,10 +286,7 @@ def test_reconstruction_measures_an_exported_graphs_linear_inputs_over_batches_o
 
 
 def bert_tokens_classifier():
-    torch.manual_seed(0)
-    config = transformers.BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                     intermediate_size=64, max_position_embeddings=64, num_labels=5)
-    return transformers.BertForTokenClassification(config).eval()
+    return bert(head="BertForTokenClassification", labels=5)
 
 
 def test_a_causal_lm_batch_without_labels_is_labelled_by_its_next_tokens():
