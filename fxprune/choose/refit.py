@@ -36,13 +36,12 @@ from .plan import Plan, kept_slots, removed_components
 
 ROWS = 32768  # rows a refit reads over all its batches: 14 per unknown of a 3×3 conv reading 256 channels
 MIN_ROWS_PER_BATCH = 1024
+RIDGE = 1e-3
 
 
 def rows_per_batch(batches: int) -> int:
     """How many rows a refit draws from each of ``batches`` batches (8192 each for 4, 4096 for 8)."""
     return max(MIN_ROWS_PER_BATCH, ROWS // max(batches, 1))
-
-RIDGE = 1e-3
 
 
 def _zero_removed(analysis: Analysis, kept: dict[DimRef, np.ndarray]) -> None:

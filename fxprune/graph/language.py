@@ -12,7 +12,7 @@ import sys
 
 import torch
 
-from .inputs import IGNORED_TARGET, Batch, keywords_of
+from .inputs import IGNORED_TARGET, Batch
 
 
 def is_causal_lm(model: torch.nn.Module) -> bool:
@@ -30,20 +30,15 @@ def is_causal_lm(model: torch.nn.Module) -> bool:
     return type(model).__name__ in names
 
 
-def _named(batch: Batch, name: str) -> torch.Tensor | None:
-    keywords = keywords_of(batch.inputs)
-    return batch.kwargs.get(name) if name in keywords else None
-
-
 def with_next_token_targets(batch: Batch) -> Batch:
     """``batch`` with targets ``input_ids[:, 1:]`` (the last position and padding ignored); unchanged
     when it has targets already or no 2-d integer ``input_ids``."""
-    ids = _named(batch, "input_ids")
+    ids = batch.kwargs.get("input_ids")
     if batch.targets is not None or ids is None or ids.dim() != 2 or ids.is_floating_point():
         return batch
     targets = torch.full_like(ids, IGNORED_TARGET)
     targets[:, :-1] = ids[:, 1:]
-    mask = _named(batch, "attention_mask")
+    mask = batch.kwargs.get("attention_mask")
     if mask is not None and mask.shape == ids.shape:
         targets[:, :-1][mask[:, 1:] == 0] = IGNORED_TARGET
     return Batch(batch.inputs, targets)

@@ -3,6 +3,7 @@ and the difference between two models' outputs."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
@@ -17,9 +18,13 @@ def logits_of(outputs) -> torch.Tensor:
         outputs = outputs["logits"] if "logits" in outputs else next(iter(outputs.values()))
     elif isinstance(outputs, (tuple, list)):
         outputs = outputs[0]
-    if outputs.dim() == 3:
-        return outputs.reshape(-1, outputs.shape[-1])
-    return outputs.flatten(1) if outputs.dim() > 2 else outputs
+    return outputs.reshape(-1, classes_per_row(outputs.shape)) if outputs.dim() > 2 else outputs
+
+
+def classes_per_row(shape) -> int:
+    """The width of one row of ``logits_of`` for an output of ``shape`` (at least 2 dims): the last dim
+    of a (batch, tokens, classes) output, all but the batch dim otherwise."""
+    return int(shape[-1]) if len(shape) == 3 else math.prod(int(s) for s in shape[1:])
 
 
 def labels_of(targets: torch.Tensor | None) -> torch.Tensor | None:

@@ -7,7 +7,6 @@ the caller passes those shortcuts (``rules.shape_shortcuts()``: each is a fact o
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Mapping
 
 import torch
@@ -17,6 +16,7 @@ from torch.fx.passes.shape_prop import TensorMetadata
 
 from ..errors import InputError, torch_message
 from .module_copy import copy_module, with_own_buffers
+from .outputs import classes_per_row
 
 # A module type -> a check of the module against its input, for modules whose output has the input's shape.
 ShapeShortcuts = Mapping[type, Callable[[torch.nn.Module, torch.Tensor], None]]
@@ -204,9 +204,7 @@ def output_classes(gm: torch.fx.GraphModule) -> int | None:
     output = next(n for n in reversed(gm.graph.nodes) if n.op == "output")
     shapes = tensor_shapes(output)
     shape = shapes[()] if () in shapes else shapes.get((0,))
-    if shape is None or len(shape) < 2:
-        return None
-    return shape[-1] if len(shape) == 3 else math.prod(shape[1:])  # per token, as ``outputs.logits_of`` reads it
+    return classes_per_row(shape) if shape is not None and len(shape) >= 2 else None
 
 
 def tensor_shapes(node: torch.fx.Node) -> dict[tuple[int, ...], torch.Size]:
