@@ -16,6 +16,7 @@ import torch.fx
 
 from ..graph.shapes import tensor_shapes
 from ..graph.tensors import DimRef, canonical_names, output_key, param_key, param_name
+from ..rules import rule_for
 from .analyze import Analysis
 from .grouping import ChannelGroup, Member
 
@@ -33,6 +34,9 @@ class GroupSite:
     # per consumer, the dim of its output that holds its own output channels (1 for a convolution,
     # the last for a linear layer on tokens): where a Gram matrix is taken
     channel_dims: dict[str, int] = field(default_factory=dict)
+    # per consumer (same order), the node whose output the layer-wise losses compare: the consumer, or
+    # the op right after it that scales each channel by a constant (``judged_node``)
+    judged: list[torch.fx.Node] = field(default_factory=list)
 
 
 def param_readers(gm: torch.fx.GraphModule) -> dict[str, list[torch.fx.Node]]:
@@ -78,6 +82,8 @@ def _site(group, analysis, position, key_owner, readers) -> GroupSite:
     consumers.sort(key=position.__getitem__)
     anchor = (members or group.members)[0].ref
     weights = {node: m.ref.key for m in consumer_members for node in readers.get(m.ref.key, [])}
+    judged = [judged_node(analysis.gm, node) for node in consumers]
+    dims = {node.name: _output_channel_dim(analysis, node, weights[node]) for node in consumers}
     return GroupSite(
         group=group,
         name=f"{param_name(anchor.key)} dim {anchor.dim}",
@@ -85,8 +91,26 @@ def _site(group, analysis, position, key_owner, readers) -> GroupSite:
         consumers=consumers,
         consumer_members=consumer_members or members,
         params=sorted({param_name(m.ref.key) for m in members}),
-        channel_dims={node.name: _output_channel_dim(analysis, node, weights[node]) for node in consumers},
+        channel_dims={**dims, **{j.name: dims[n.name] for n, j in zip(consumers, judged)}},
+        judged=judged,
     )
+
+
+def judged_node(gm: torch.fx.GraphModule, node: torch.fx.Node) -> torch.fx.Node:
+    """Where a layer's error is measured: after the per-channel affine op that alone reads its output
+    (a BatchNorm in inference, its rule's ``channel_affine``), else at the layer itself.
+
+    A convolution's output channels differ in scale; the norm after it puts them on one. The next
+    layers read every channel on that scale, so an error of one unit matters as much in each of them
+    there, not in the convolution's own output, where a channel of small variance counts for little.
+    """
+    if len(node.users) != 1:
+        return node
+    (user,) = node.users
+    rule = rule_for(user, gm)
+    if rule is None or rule.channel_affine is None or user.op != "call_module":
+        return node
+    return user if rule.channel_affine(gm.get_submodule(user.target)) else node
 
 
 def _output_channel_dim(analysis: Analysis, node: torch.fx.Node, weight_key: str) -> int:

@@ -25,6 +25,9 @@ Every other fact about an op lives on its rule too, as keyword arguments of ``re
 * ``same_shape(module, x)``: for a module type whose output has its input's shape, the checks its
   kernel makes, so that shape propagation can skip running it (``graph.shapes``);
 * ``refit(module)``: whether the least-squares refit (``choose.refit``) can solve for its weight;
+* ``channel_affine(module)``: whether, as the model runs now, the op maps each channel of its input by
+  a fixed scale and shift (BatchNorm with running statistics): layer-wise losses read a layer's
+  error after it, where every channel is on the scale the next layers see (``analysis.sites``);
 * ``weight_layout``: what the module's weight dims are, for reports (``("out", "in")``, or
   ``("in", "out")`` for a transposed convolution).
 
@@ -89,6 +92,7 @@ class Rule:
     latency: str | None = None
     same_shape: Callable[[torch.nn.Module, torch.Tensor], None] | None = None
     refit: Callable[[torch.nn.Module], bool] | None = None
+    channel_affine: Callable[[torch.nn.Module], bool] | None = None
     weight_layout: tuple[str, ...] = ("out", "in")
 
 
@@ -177,7 +181,7 @@ def _resolve_imported() -> None:
 
 
 def register(*targets, shrink: Callable | None = None, normalizes=None, latency: str | None = None,
-             same_shape=None, refit=None, weight_layout: tuple[str, ...] = ("out", "in")):
+             same_shape=None, refit=None, channel_affine=None, weight_layout: tuple[str, ...] = ("out", "in")):
     """Register the decorated ``couple`` function for each target (module class, function, method name,
     or a ``Lazy("module:name")`` that names a class or function without importing its module).
 
@@ -192,7 +196,8 @@ def register(*targets, shrink: Callable | None = None, normalizes=None, latency:
         raise ValueError("same_shape applies to module types only")
 
     def decorate(couple):
-        rule = Rule(couple.__name__, couple, shrink, normalizes, latency, same_shape, refit, weight_layout)
+        rule = Rule(couple.__name__, couple, shrink, normalizes, latency, same_shape, refit, channel_affine,
+                    weight_layout)
         _resolve_imported()
         for key in dict.fromkeys(_key_of(t) for t in targets):  # aliases (torch.einsum) count once
             if key in _REGISTRY:

@@ -64,8 +64,14 @@ def _shrink_batch_norm(view: NodeView, ctx):
     norm.num_features = ctx.new_size(DimRef(x, _norm_channel(view)))
 
 
-@register(*BATCH_NORMS, shrink=_shrink_batch_norm, latency="fusable", same_shape=_check_batch_norm)
-@register(nn.SyncBatchNorm, shrink=_shrink_batch_norm, latency="fusable")
+def _running_statistics(norm: nn.modules.batchnorm._BatchNorm) -> bool:
+    """In inference with running statistics a BatchNorm scales and shifts each channel by constants."""
+    return not norm.training and norm.running_mean is not None and norm.running_var is not None
+
+
+@register(*BATCH_NORMS, shrink=_shrink_batch_norm, latency="fusable", same_shape=_check_batch_norm,
+          channel_affine=_running_statistics)
+@register(nn.SyncBatchNorm, shrink=_shrink_batch_norm, latency="fusable", channel_affine=_running_statistics)
 @register(*INSTANCE_NORMS, shrink=_shrink_batch_norm)
 def batch_norm_module(view: NodeView):
     names = ("weight", "bias", "running_mean", "running_var")

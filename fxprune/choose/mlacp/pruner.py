@@ -93,7 +93,7 @@ class _Calibration:
         if b not in self.gram_references:
             features = self.features[b]
             self.gram_references[b] = {n.name: GramReference.of(features[n.name], site.channel_dims.get(n.name, 1))
-                                       for n in site.consumers if n.name in features}
+                                       for n in site.judged if n.name in features}
         return self.gram_references[b]
 
 
@@ -129,7 +129,7 @@ class MLACP:
     alpha: float = 0.125
     beta: float = 1.0
     terms: tuple = DEFAULT_TERMS
-    steps: int = 5
+    steps: int = 10
     lr: float = 0.2
     momentum: float = 0.9
     calibration_batches: int | None = None
@@ -167,8 +167,8 @@ class MLACP:
         gm = analysis.gm
         self.log = []
         sites = group_sites(analysis)
-        consumers = {n.name for site in sites for n in site.consumers}
-        calibration = self._calibrate(gm, batches[: self.calibration_batches], consumers)
+        wanted = {n.name for site in sites for n in site.consumers + site.judged}  # refit targets, judged maps
+        calibration = self._calibrate(gm, batches[: self.calibration_batches], wanted)
         masks = ChannelMasks(analysis)
         prefixes = Prefixes(gm, [batch.inputs for batch in calibration.batches])
         index = {group.id: i for i, group in enumerate(analysis.groups)}
@@ -216,11 +216,11 @@ class MLACP:
         values read from before it). With the local classification term the run stops at the group's
         last consumer, and the cross-entropy is its first-order change there (the baseline's gradient
         times the change of the consumers' outputs); a group no layer reads runs to the output."""
-        names = [n.name for n in site.consumers]
+        names = [n.name for n in site.judged]
         classify = "classification" in self.terms
         local = classify and calibration.gradients is not None and names
         positions = {n: i for i, n in enumerate(gm.graph.nodes)}
-        stop = None if (classify and not local) or not site.consumers else max(positions[n] for n in site.consumers)
+        stop = None if (classify and not local) or not site.judged else max(positions[n] for n in site.judged)
         start = site.first_node if start is None else start
         kept = run_from(gm, calibration.batches[b].inputs, start, prefix, names, stop)
         references = calibration.references(site, b) if "gram" in self.terms else None
