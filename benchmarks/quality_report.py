@@ -61,6 +61,37 @@ def allocation_table(rows: list[dict]) -> list[str]:
     return ["", "## Score (uniform) vs latency-aware allocation at the same MACs", "", markdown_table(columns, cells)]
 
 
+def _wins(first: list[dict], second: list[dict], key: str) -> str:
+    """On how many seeds ``second`` kept more than ``first``."""
+    by_seed = {r["seed"]: r[key] for r in first}
+    pairs = [(r[key], by_seed[r["seed"]]) for r in second if r["seed"] in by_seed]
+    return f"{sum(a > b for a, b in pairs)} of {len(pairs)}"
+
+
+PAIRED = ("mlacp", ("reconstruction", "l1+kd"))  # the method, and those it is compared with seed by seed
+
+
+def paired_table(rows: list[dict]) -> list[str]:
+    """MLACP against each rival on the same calibration images (seed by seed), without fine-tuning:
+    the paired difference removes what the draw of images does to both; empty unless both ran."""
+    method, rivals = PAIRED
+    grouped = summarise(rows)
+    cells = []
+    for (model, target, name), runs in grouped.items():
+        if name != method:
+            continue
+        for rival in rivals:
+            other = grouped.get((model, target, rival))
+            if other:
+                cells.append([model, f"{np.mean([r['macs'] for r in runs]):.3f}", f"{method} − {rival}",
+                              _paired_difference(other, runs, "raw"), _wins(other, runs, "raw")])
+    if not cells:
+        return []
+    columns = ["model", "MACs kept", "difference", "points (mean ± sd over seeds)", "seeds won"]
+    return ["", f"## {method} against {', '.join(rivals)}, seed by seed (no fine-tune)", "",
+            markdown_table(columns, cells)]
+
+
 COLUMNS = ["model", "MACs kept", "method", "no fine-tune (%)", "+ LS refit (%)", "+ fine-tune (%)", "prune s",
            "refit s", "fine-tune s"]
 
@@ -115,6 +146,6 @@ def write_report(rows: list[dict], args, name: str) -> None:
               f"{args.seeds} seeds (calibration draws) of {args.calibration} images; BatchNorm recalibrated for "
               f"every method; fine-tuning: {args.finetune_steps} steps of distillation from the baseline on the "
               "calibration images. Accuracy: mean ± standard deviation over seeds.", ""]
-    write_result(f"{name}.md", "\n".join(header + table(rows) + allocation_table(rows))
+    write_result(f"{name}.md", "\n".join(header + table(rows) + paired_table(rows) + allocation_table(rows))
                  + f"\n\n![accuracy vs MACs]({Path(name).name}.png)\n")
     plot(rows, RESULTS / f"{name}.png")

@@ -28,6 +28,7 @@ import tqdm.std
 from . import analyze, cli_data, compress, export_onnx, finetune, save
 from .choose.criteria import CRITERIA
 from .choose.mlacp import LAYERWISE
+from .choose.selection import AUTO, MLACP_FROM_SAMPLES
 from .cli_data import UsageError, load_data, load_model
 from .cli_widths import layer_widths, plot_widths, print_groups, width_figure
 from .deploy import latency
@@ -40,7 +41,8 @@ from .recover.finetune import distillation_loss
 
 __all__ = ["build_parser", "layer_widths", "load_data", "load_model", "main", "plot_widths", "width_figure"]
 
-METHODS = sorted([*CRITERIA, *LAYERWISE])
+METHODS = sorted([AUTO, *CRITERIA, *LAYERWISE])
+METHOD_HELP = f"channel criterion or layer-wise method (auto: mlacp from {MLACP_FROM_SAMPLES} samples, else l1)"
 FINETUNE_DEFAULTS = dict(finetune.__kwdefaults__)  # its temperature and kd_weight, for the loss the CLI prints
 
 
@@ -75,7 +77,7 @@ def _add_model_arguments(parser: argparse.ArgumentParser, several_ratios: bool =
                             help="fraction of channels removed per group")
     budget.add_argument("--target-macs", type=cli_data.macs_type,
                         help="instead of --ratio: the fraction of the original MACs to keep (default: none)")
-    parser.add_argument("--method", default="l1", choices=METHODS, help="channel criterion or layer-wise method")
+    parser.add_argument("--method", default=AUTO, choices=METHODS, help=METHOD_HELP)
     parser.add_argument("--round-to", type=cli_data.positive_int, default=8,
                         help="kept channel counts are multiples of this")
     parser.add_argument("--allocation", default="score", choices=["score", "latency"],
@@ -147,9 +149,10 @@ def _compress(args) -> None:
                      recalibrate_bn=args.recalibrate_bn)
     seconds = time.perf_counter() - start
     say(f"pruned in {seconds:.1f} s" + (", BatchNorm statistics recalibrated" if args.recalibrate_bn else ""))
+    method = _method_used(small)
     if args.finetune_epochs:
         small = _finetune(small, model, data, args)
-    _report(args, model, small, seconds)
+    _report(args, model, small, seconds, method)
 
 
 def _distillation_loss(student, teacher, batches) -> float:
@@ -178,7 +181,12 @@ def _finetune(small, model, data, args):
     return tuned
 
 
-def _report(args, model, small, seconds: float) -> None:
+def _method_used(small) -> str:
+    """The method the plan was made with: what ``--method auto`` chose."""
+    return small.fxprune_plan.info["method"]
+
+
+def _report(args, model, small, seconds: float, method: str) -> None:
     """Sizes, the ONNX file and the saved plan: written once, by rank 0 under torchrun."""
     if not is_main():
         return
@@ -192,7 +200,7 @@ def _report(args, model, small, seconds: float) -> None:
     if args.save:
         say(f"saving {args.save}…")
         save(small, args.save)
-    print(f"compressed {args.model} in {seconds:.1f} s ({args.method}, {_budget(args)}, round_to {args.round_to})")
+    print(f"compressed {args.model} in {seconds:.1f} s ({method}, {_budget(args)}, round_to {args.round_to})")
     print(f"parameters {params[0]:>14,} -> {params[1]:>14,}  ({params[0] / params[1]:.2f}x fewer)")
     print(f"MACs       {macs[0]:>14,} -> {macs[1]:>14,}  ({macs[0] / macs[1]:.2f}x fewer)")
     if result:
@@ -209,7 +217,7 @@ def _inspect_command(args) -> None:
     say(f"pruning with {args.method} ({_budget(args)}) to show the widths…")
     small = compress(model, example, **_compress_options(args))
     rows = layer_widths(model, small)
-    asked = f"{args.method}, {_budget(args)}"
+    asked = f"{_method_used(small)}, {_budget(args)}"
     print(f"\nchannels per layer at {asked} (round_to {args.round_to}):")
     for name, kind, before, after in rows:
         print(f"  {name:<40} {kind:<12} {before:>6} -> {after:<6}")
@@ -313,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
                       _demo_command)
     sub.add_argument("--model", default="resnet18", help="torchvision model name")
     sub.add_argument("--ratio", type=cli_data.ratio_type, default=0.5, help="fraction of channels removed per group")
-    sub.add_argument("--method", default="l1", choices=METHODS, help="channel criterion or layer-wise method")
+    sub.add_argument("--method", default=AUTO, choices=METHODS, help=METHOD_HELP)
     sub.add_argument("--size", type=cli_data.positive_int, default=224, help="input height and width")
     return parser
 

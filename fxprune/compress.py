@@ -115,7 +115,7 @@ def _in_both_modes(model, small, gm, inputs, leaf_modules, choose, ignore, concr
     return fallback
 
 
-def compress(model: torch.nn.Module, data, ratio: float = 0.5, *, method="l1", ignore=(), round_to: int = 8,
+def compress(model: torch.nn.Module, data, ratio: float = 0.5, *, method="auto", ignore=(), round_to: int = 8,
              leaf_modules=(), max_batches: int | None = 8, target_macs: float | None = None,
              refit: bool | None = None, recalibrate_bn: bool = False,
              allocation: str = "score", concrete_args: dict | None = None,
@@ -132,10 +132,12 @@ def compress(model: torch.nn.Module, data, ratio: float = 0.5, *, method="l1", i
     cannot trace), ``"fx"`` or ``"export"``.
     ``round_to``: kept channel counts are multiples of it (8 by default: CPU and GPU kernels run
     markedly faster on such widths; a group smaller than it is not rounded); 1 disables rounding.
-    ``method``: a criterion name (``l1``, ``reconstruction``, ...), a layer-wise method (``mlacp`` and
-    its ablations, or an ``MLACP(...)``), or a callable criterion. ``target_macs``: instead of
-    ``ratio``, the fraction of the original MACs to keep (within 2%). ``refit``: least-squares refit
-    of the layers that lost inputs (default: when the method asks for it). ``recalibrate_bn``:
+    ``method``: ``"auto"`` (default: ``mlacp`` when ``data`` holds at least 64 samples, else ``l1``;
+    ``plan.info["method"]`` says which), a criterion name (``l1``, ``reconstruction``, ...), a
+    layer-wise method (``mlacp`` and its ablations, or an ``MLACP(...)``), or a callable criterion.
+    ``target_macs``: instead of ``ratio``, the fraction of the original MACs to keep (within 2%).
+    ``refit``: least-squares refit of the layers that lost inputs (default: when the method asks for
+    it). ``recalibrate_bn``:
     re-estimate BatchNorm statistics on ``data`` when channels were removed (off by default so that
     the pruned model equals the original with the removed channels zeroed; turn it on when the
     pruned model is used without fine-tuning). ``allocation``: how a MACs budget is shared between

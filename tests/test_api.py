@@ -222,3 +222,14 @@ def test_analyze_reports_groups_and_frozen_reasons():
     text = str(report)
     assert "prunable groups" in text and "output of the graph" in text
     assert report.why_frozen("fc") and report.prunable_channels > 0
+
+
+def test_the_default_method_is_mlacp_from_64_samples_and_l1_for_an_example():
+    model = randomize(Chain())
+    generator = torch.Generator().manual_seed(0)
+    example = torch.randn(2, 3, 8, 8, generator=generator)
+    assert fxprune.compress(model, example, ratio=0.5).fxprune_plan.info["method"] == "l1"
+    batches = [torch.randn(32, 3, 8, 8, generator=generator) for _ in range(2)]
+    assert fxprune.compress(model, batches[:1], ratio=0.5).fxprune_plan.info["method"] == "l1"  # 32 samples
+    small = fxprune.compress(model, batches, ratio=0.5)
+    assert small.fxprune_plan.info["method"] == "mlacp" and len(small.fxprune_log) == 2

@@ -150,10 +150,12 @@ def test_compress_passes_every_option(monkeypatch, capsys):
                  "--allocation", "latency"])
     assert code == 0
     (_, options, small), = calls
-    assert options == {"ratio": 0.5, "method": "l1", "round_to": 1, "target_macs": None, "allocation": "latency",
+    assert options == {"ratio": 0.5, "method": "auto", "round_to": 1, "target_macs": None, "allocation": "latency",
                        "ignore": ("0",), "max_batches": None, "refit": True, "recalibrate_bn": True}
     assert small.get_submodule("0").out_channels == 16 and small.get_submodule("3").out_channels < 16
-    err = capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "(l1, ratio 0.5, latency allocation, round_to 1)" in captured.out  # what auto chose for 4 samples
+    err = captured.err
     assert "on 2 of 2 batches (--max-batches all)" in err and "BatchNorm statistics recalibrated" in err
 
 

@@ -288,3 +288,51 @@ def test_the_local_cross_entropy_is_zero_at_the_baseline_and_grows_with_the_chan
     flat = local_classification({"c": gradients["c"].reshape(12, 5)}, rows,
                                 {"c": (base["c"] + 0.1 * gradients["c"]).reshape(12, 5)}, ["c"], 4)
     assert torch.isclose(flat, small)  # the same per-sample sums, whatever the layout of the rows
+
+
+def test_a_layer_is_judged_after_the_batchnorm_that_reads_it_in_inference():
+    """Chain's c2 feeds b2 alone: its error is measured where b2 has put every channel on one scale;
+    in training mode b2 normalises by the batch, and c2 is judged itself."""
+    model = randomize(Chain())
+    x, _ = data()
+    with evaluating(model):
+        analysis = analyze_graph(traced(model, (x[:1],)))
+    site = next(s for s in group_sites(analysis) if s.consumers and s.consumers[0].target == "c2")
+    assert [n.target for n in site.judged] == ["b2"] and site.channel_dims["b2"] == 1
+    model.train()
+    analysis = analyze_graph(traced(model, (x[:1],)))
+    site = next(s for s in group_sites(analysis) if s.consumers and s.consumers[0].target == "c2")
+    assert site.judged == site.consumers
+
+
+@pytest.mark.parametrize("kept", ["rows", "inputs"])
+def test_a_refit_from_what_was_kept_equals_a_refit_from_the_model(monkeypatch, kept):
+    """Between selection rounds a fixed consumer is refit from its kept rows, or, when they are too
+    many, from its kept inputs (the same rows drawn again): the weights equal a refit that runs the
+    model again."""
+    from fxprune.choose.mlacp import compensation
+
+    if kept == "inputs":  # room for c2's inputs (2 × 8 × 5 × 9 × 9 values), not for its rows
+        monkeypatch.setattr(compensation, "MAX_KEPT_VALUES", 10_000)
+    model = randomize(Chain())
+    x, _ = data()
+    with evaluating(model):
+        gm = traced(model, (x[:1],))
+    analysis = analyze_graph(gm)
+    site = next(s for s in group_sites(analysis) if s.consumers and s.consumers[0].target == "c2")
+    batches = fxprune.graph.inputs.as_batches([x[:8], x[8:]], None)
+    features = [{"c2": gm.c2(gm.b1(gm.c1(b.inputs[0])).relu()).detach()} for b in batches]
+    envs = Prefixes(gm, [b.inputs for b in batches]).at(site.first_node)
+    cache = {}
+    first = ChannelMasks(analysis)
+    first.remove(site.group, np.array([0, 3]), site.consumer_members)
+    least_squares_start(gm, site, first, batches, features, envs, cache)
+    assert isinstance(cache["c2"](), list) == (kept == "rows")
+    second = ChannelMasks(analysis)
+    second.remove(site.group, np.array([1]), site.consumer_members)
+    expected = copy.deepcopy(gm)
+    node = next(n for n in expected.graph.nodes if n.target == "c2")
+    refit_layer(expected, node, expected.c2, np.array([0, 2, 3, 4]), batches, [f["c2"] for f in features])
+    least_squares_start(gm, site, second, batches, features, envs, cache)  # from what the first refit kept
+    kept_columns = [0, 2, 3, 4]
+    torch.testing.assert_close(gm.c2.weight[:, kept_columns], expected.c2.weight[:, kept_columns])

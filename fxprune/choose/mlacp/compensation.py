@@ -15,7 +15,7 @@ from ...graph.partial_run import Prefixes
 from ..refit import drawn_rows, plain_layer, refit_from_rows, rows_per_batch
 from .masks import ChannelMasks
 
-MAX_KEPT_VALUES = 2**26  # rows of a consumer's input kept for later refits: at most 256 MiB of floats
+MAX_KEPT_VALUES = 2**26  # a consumer's rows (or inputs) kept for later refits: at most 256 MiB of floats
 
 
 def _fixed_inputs(site, position: dict) -> set[str]:
@@ -42,13 +42,25 @@ def _row_values(module, values: list) -> int:
     return len(values) * rows_per_batch(len(values)) * (module.weight[0].numel() + module.weight.shape[0])
 
 
+def _kept(module, values: list, originals: list, rows):
+    """What a later refit of a fixed input reads again: the drawn rows when they fit in
+    ``MAX_KEPT_VALUES``, else the inputs themselves (smaller than their patches: a 3×3 convolution's
+    rows hold nine values per input value), from which the same rows are drawn again."""
+    if _row_values(module, values) <= MAX_KEPT_VALUES:
+        kept = list(rows)
+        return lambda: kept
+    if sum(v.numel() for v in values) <= MAX_KEPT_VALUES:
+        return lambda: drawn_rows(module, values, originals)
+    return None
+
+
 def least_squares_start(gm, site, masks: ChannelMasks, batches, features, prefixes, cache: dict | None = None) -> int:
     """Refit the kept input columns of the group's plain consumers to the baseline outputs; return how many.
 
     Consumers go in graph order, each refit seeing the ones before it; their inputs come from the
     group's ``prefixes`` moved forward from one consumer to the next. ``cache`` (one dict per group)
-    keeps the drawn rows of the consumers whose input the refits do not change, so the refits between
-    selection rounds solve again without running the model.
+    keeps the drawn rows (or the inputs, ``_kept``) of the consumers whose input the refits do not
+    change, so the refits between selection rounds solve again without running the model.
     """
     position = {n: i for i, n in enumerate(gm.graph.nodes)}
     fixed = _fixed_inputs(site, position) if cache is not None else set()
@@ -65,14 +77,16 @@ def least_squares_start(gm, site, masks: ChannelMasks, batches, features, prefix
         module = gm.get_submodule(node.target)
         originals = [f[node.name] for f in features]
         if node.name in fixed and node.name in cache:
-            refit_from_rows(module, columns, cache[node.name])
+            refit_from_rows(module, columns, cache[node.name]())
         else:
             if inputs is None:
                 inputs = Prefixes(gm, [batch.inputs for batch in batches], site.first_node, prefixes)
             values = [env[node.args[0].name] for env in inputs.at(position[node])]
             rows = drawn_rows(module, values, originals)
-            if node.name in fixed and _row_values(module, values) <= MAX_KEPT_VALUES:
-                rows = cache[node.name] = list(rows)
+            keep = _kept(module, values, originals, rows) if node.name in fixed else None
+            if keep is not None:
+                cache[node.name] = keep
+                rows = keep()
             refit_from_rows(module, columns, rows)
         masks.apply([name])
         done += 1

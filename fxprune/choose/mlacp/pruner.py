@@ -1,12 +1,12 @@
 """MLACP: multi-loss-aware channel pruning, one group at a time from the input to the output.
 
-For each group: compute the baseline's feature maps at the group's consumers (once, up front); choose
-the channels to keep by greedy forward selection at the pruned state (``forward``: chunks of channels
-read again by the gradient of the joint loss ``L_R + α·L_G + β·L_C`` with respect to their gates,
-a least-squares refit between chunks); zero the others, refit, and take a few SGD steps on the
-group's kept weights; then the next group. The method works on ``analysis.gm`` in place
-(``compress`` hands it a private copy), so the rewrite that follows carries the refined weights
-into the small model.
+For each group: compute the baseline's feature maps at the group's consumers (once, up front; each
+is judged after the BatchNorm that alone reads it, ``sites.judged_node``); choose the channels to
+keep by greedy forward selection at the pruned state (``forward``: chunks of channels read again by
+the gradient of the joint loss ``L_R + α·L_G + β·L_C`` with respect to their gates, a least-squares
+refit between chunks); zero the others, refit, and take a few SGD steps on the group's kept weights;
+then the next group. The method works on ``analysis.gm`` in place (``compress`` hands it a private
+copy), so the rewrite that follows carries the refined weights into the small model.
 
 The losses are local: each run goes from the group's first node to its last consumer. The
 cross-entropy, when asked for, is its second-order change at the consumers' outputs from the
@@ -79,21 +79,39 @@ class _Calibration:
 
     batches: list[Batch]
     labels: list[torch.Tensor]
-    features: list[dict[str, torch.Tensor]]
-    # ∂(cross-entropy)/∂(consumer output) of the baseline, per batch: the local classification term
+    features: list[dict[str, torch.Tensor]]  # at every consumer (the least-squares targets)
+    # the baseline's module of every judged node that is not a consumer (``sites.judged_node``): its
+    # maps are computed from the consumer's when a group needs them, not kept for the whole model
+    norms: dict[str, torch.nn.Module] = field(default_factory=dict)
+    # ∂(cross-entropy)/∂(judged output) of the baseline, per batch: the local classification term
     gradients: list[dict[str, torch.Tensor]] | None = None
-    # the baseline's side of the Gram term for the group being pruned, per batch (``references``)
-    gram_group: int | None = None
+    # what is kept for the group being pruned, per batch: its judged maps and Gram references
+    group: int | None = None
+    judged_maps: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
     gram_references: dict[int, dict[str, GramReference]] = field(default_factory=dict)
 
-    def references(self, site: GroupSite, b: int) -> dict[str, GramReference]:
-        """Batch ``b``'s Gram references at ``site``'s consumers: built on first use, kept for the group."""
-        if self.gram_group != site.group.id:
-            self.gram_group, self.gram_references = site.group.id, {}
-        if b not in self.gram_references:
+    def _for_group(self, site: GroupSite) -> None:
+        if self.group != site.group.id:
+            self.group, self.judged_maps, self.gram_references = site.group.id, {}, {}
+
+    def judged(self, site: GroupSite, b: int) -> dict[str, torch.Tensor]:
+        """Batch ``b``'s baseline maps at ``site``'s judged nodes, by name (with every consumer's)."""
+        self._for_group(site)
+        if b not in self.judged_maps:
             features = self.features[b]
-            self.gram_references[b] = {n.name: GramReference.of(features[n.name], site.channel_dims.get(n.name, 1))
-                                       for n in site.judged if n.name in features}
+            with torch.no_grad():
+                after = {j.name: self.norms[j.name](features[n.name]) for n, j in zip(site.consumers, site.judged)
+                         if j is not n and n.name in features}
+            self.judged_maps[b] = {**features, **after}
+        return self.judged_maps[b]
+
+    def references(self, site: GroupSite, b: int) -> dict[str, GramReference]:
+        """Batch ``b``'s Gram references at ``site``'s judged nodes: built on first use, kept for the group."""
+        self._for_group(site)
+        if b not in self.gram_references:
+            maps = self.judged(site, b)
+            self.gram_references[b] = {n.name: GramReference.of(maps[n.name], site.channel_dims.get(n.name, 1))
+                                       for n in site.judged if n.name in maps}
         return self.gram_references[b]
 
 
@@ -113,23 +131,24 @@ class MLACP:
     between selection rounds and before the SGD steps.
 
     Defaults were chosen with the quality benchmark (``benchmarks/quality.py``, ResNet-20, 3 seeds;
-    ``benchmarks/results/quality_mlacp_resnet20.md``). α = 0.125: for a small error Δ of a feature map F,
-    each of the two Gram distances is up to about 4·‖Δ‖²/‖F‖², four times the reconstruction loss,
-    so at α = 1 the two Gram terms outweighed the reconstruction about eightfold and, weighting
-    F's largest singular directions most, led the choice away from what the next layer reads (at 4×
-    fewer MACs, without SGD steps: 87.0% against 90.5% at α = 0.125). 4 rounds: 1 and 2 kept 77%
-    and 87%, 8 no more than 4. lr = 0.2 (the steps clip the gradient norm to 1 and keep the best
-    weights seen): at 3× fewer MACs ResNet-20 kept 91.9% against 91.2% at lr = 0.05; 20 steps kept
-    92.1% for four times the SGD cost. The cross-entropy term is off by default
-    (``terms``): on that benchmark it lowered the accuracy kept at every weight tried, exact or local
-    (the results file has the ablation). Labels come from the data, or from
-    the baseline's own predictions when the data has none.
+    ``benchmarks/results/quality_mlacp_resnet20.md``). α = 0.125: for a small error Δ of a feature map
+    F, each of the two Gram distances is up to about 4·‖Δ‖²/‖F‖², four times the reconstruction loss, so
+    at α = 1 the two Gram terms outweighed the reconstruction about eightfold and, weighting F's largest
+    singular directions most, led the choice away from what the next layer reads (at 4× fewer MACs,
+    without SGD steps: 87.0% against 90.5% at α = 0.125). 4 rounds: 1 and 2 kept 77% and 87%, 8 no more
+    than 4. lr = 0.2 (the steps clip the gradient norm to 1 and keep the best weights seen): at 3× fewer
+    MACs ResNet-20 kept 91.9% against 91.2% at lr = 0.05. 8 steps (10,000 test images): at 4× ResNet-20
+    kept 92.1% against 91.9% with 6, 91.8% with 5 (90.5% with 5 at lr = 0.4), and no more with 10 or 20;
+    torchvision resnet50 takes 230–239 s with 8 (two runs), 211 s with 6. The cross-entropy term is off
+    by default (``terms``): on that benchmark it lowered the accuracy kept at every weight tried, exact
+    or local (the results file has the ablation). Labels come from the data, or from the baseline's own
+    predictions when the data has none.
     """
 
     alpha: float = 0.125
     beta: float = 1.0
     terms: tuple = DEFAULT_TERMS
-    steps: int = 10
+    steps: int = 8
     lr: float = 0.2
     momentum: float = 0.9
     calibration_batches: int | None = None
@@ -167,8 +186,7 @@ class MLACP:
         gm = analysis.gm
         self.log = []
         sites = group_sites(analysis)
-        wanted = {n.name for site in sites for n in site.consumers + site.judged}  # refit targets, judged maps
-        calibration = self._calibrate(gm, batches[: self.calibration_batches], wanted)
+        calibration = self._calibrate(gm, batches[: self.calibration_batches], sites)
         masks = ChannelMasks(analysis)
         prefixes = Prefixes(gm, [batch.inputs for batch in calibration.batches])
         index = {group.id: i for i, group in enumerate(analysis.groups)}
@@ -189,24 +207,28 @@ class MLACP:
                 p.requires_grad_(flags[name])
         return scores
 
-    def _calibrate(self, gm, batches: list[Batch], wanted: set[str]) -> _Calibration:
+    def _calibrate(self, gm, batches: list[Batch], sites: list[GroupSite]) -> _Calibration:
         classes = output_classes(gm)  # targets are checked even when no term reads them: bad data is named
         for i, batch in enumerate(batches):
             check_targets(batch, classes, f"batch {i}")
         baseline = copy.deepcopy(gm)
         for p in baseline.parameters():
             p.requires_grad_(False)
+        consumers = {n.name for site in sites for n in site.consumers}
+        judged = {j.name for site in sites for j in site.judged}
         labels, features = [], []
         with torch.no_grad():
             for batch in batches:
-                kept = run_from(baseline, batch.inputs, wanted=wanted)
+                kept = run_from(baseline, batch.inputs, wanted=consumers)
                 output = kept.pop("output")
                 labels.append(labels_of(batch.targets) if batch.targets is not None else predicted_labels(output))
                 features.append({k: v for k, v in kept.items() if isinstance(v, torch.Tensor)})
-        calibration = _Calibration(batches, labels, features)
+        norms = {j.name: baseline.get_submodule(j.target) for site in sites for n, j in zip(site.consumers, site.judged)
+                 if j is not n}
+        calibration = _Calibration(batches, labels, features, norms)
         if "classification" in self.terms and self.classification == "local":
             calibration.gradients = [
-                output_gradients(baseline, batch.inputs, wanted, lambda out, y=y: classification_loss(out, y, "sum"))
+                output_gradients(baseline, batch.inputs, judged, lambda out, y=y: classification_loss(out, y, "sum"))
                 for batch, y in zip(batches, labels)]
         return calibration
 
@@ -214,8 +236,8 @@ class MLACP:
               start: int | None = None) -> torch.Tensor:
         """The joint loss on batch ``b``, run from ``start`` (the group's first node; ``prefix`` holds the
         values read from before it). With the local classification term the run stops at the group's
-        last consumer, and the cross-entropy is its first-order change there (the baseline's gradient
-        times the change of the consumers' outputs); a group no layer reads runs to the output."""
+        last judged node, and the cross-entropy is its second-order change there (from the baseline's
+        gradients and the change of the judged outputs); a group no layer reads runs to the output."""
         names = [n.name for n in site.judged]
         classify = "classification" in self.terms
         local = classify and calibration.gradients is not None and names
@@ -224,11 +246,12 @@ class MLACP:
         start = site.first_node if start is None else start
         kept = run_from(gm, calibration.batches[b].inputs, start, prefix, names, stop)
         references = calibration.references(site, b) if "gram" in self.terms else None
-        parts = loss_parts(calibration.features[b], kept, names, kept.get("output"), calibration.labels[b],
+        base = calibration.judged(site, b)
+        parts = loss_parts(base, kept, names, kept.get("output"), calibration.labels[b],
                            references, classify and not local, site.channel_dims)
         if local:
-            parts.classification = local_classification(calibration.gradients[b], calibration.features[b], kept,
-                                                        names, calibration.batches[b].size)
+            parts.classification = local_classification(calibration.gradients[b], base, kept, names,
+                                                        calibration.batches[b].size)
         loss = parts.joint(self.alpha, self.beta, self.terms)
         if not torch.isfinite(loss):
             raise FxpruneError(f"MLACP: the joint loss became {float(loss.detach())} at group {site.name}; "
