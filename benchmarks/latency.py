@@ -104,10 +104,12 @@ def build_variants(name: str, example: torch.Tensor, ratios, peer_ratios, round_
 
     variants, notes = [variant("original", 0.0, model)], []
     for ratio in ratios:
-        uniform = variant("fxprune", ratio, fxprune.compress(model, example, ratio=ratio, round_to=round_to))
+        small = fxprune.compress(model, example, ratio=ratio, round_to=round_to, method="l1")
+        uniform = variant("fxprune", ratio, small)
         variants.append(uniform)
         if allocation == "latency":
-            aware = fxprune.compress(model, example, ratio=ratio, round_to=round_to, allocation="latency")
+            aware = fxprune.compress(model, example, ratio=ratio, round_to=round_to, allocation="latency",
+                                     method="l1")
             variants.append(compared(variant("fxprune-latency", ratio, aware), uniform))
         if ratio in peer_ratios:
             try:
