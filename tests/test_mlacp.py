@@ -176,8 +176,8 @@ def test_prefixes_moved_forward_equal_prefixes_computed_from_the_input():
         prefixes.at(1)
 
 
-def test_least_squares_start_equals_the_refit_of_the_consumer():
-    """MLACP's closed-form start computes the consumer's inputs from the group's prefix: same refit."""
+def _chain_read_by_c2():
+    """Chain traced in inference, the site of the group c2 reads, two batches and c2's baseline outputs."""
     model = randomize(Chain())
     x, _ = data()
     with evaluating(model):
@@ -186,6 +186,12 @@ def test_least_squares_start_equals_the_refit_of_the_consumer():
     site = next(s for s in group_sites(analysis) if s.consumers and s.consumers[0].target == "c2")
     batches = fxprune.graph.inputs.as_batches([x[:8], x[8:]], None)
     features = [{"c2": gm.c2(gm.b1(gm.c1(b.inputs[0])).relu()).detach()} for b in batches]
+    return gm, analysis, site, batches, features
+
+
+def test_least_squares_start_equals_the_refit_of_the_consumer():
+    """MLACP's closed-form start computes the consumer's inputs from the group's prefix: same refit."""
+    gm, analysis, site, batches, features = _chain_read_by_c2()
     masks = ChannelMasks(analysis)
     masks.remove(site.group, np.array([0, 3]))
     expected = copy.deepcopy(gm)
@@ -314,14 +320,7 @@ def test_a_refit_from_what_was_kept_equals_a_refit_from_the_model(monkeypatch, k
 
     if kept == "inputs":  # room for c2's inputs (2 × 8 × 5 × 9 × 9 values), not for its rows
         monkeypatch.setattr(compensation, "MAX_KEPT_VALUES", 10_000)
-    model = randomize(Chain())
-    x, _ = data()
-    with evaluating(model):
-        gm = traced(model, (x[:1],))
-    analysis = analyze_graph(gm)
-    site = next(s for s in group_sites(analysis) if s.consumers and s.consumers[0].target == "c2")
-    batches = fxprune.graph.inputs.as_batches([x[:8], x[8:]], None)
-    features = [{"c2": gm.c2(gm.b1(gm.c1(b.inputs[0])).relu()).detach()} for b in batches]
+    gm, analysis, site, batches, features = _chain_read_by_c2()
     envs = Prefixes(gm, [b.inputs for b in batches]).at(site.first_node)
     cache = {}
     first = ChannelMasks(analysis)
