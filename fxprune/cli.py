@@ -26,9 +26,7 @@ import tqdm.auto
 import tqdm.std
 
 from . import analyze, cli_data, compress, export_onnx, finetune, save
-from .choose.criteria import CRITERIA
-from .choose.mlacp import LAYERWISE
-from .choose.selection import AUTO, MLACP_FROM_SAMPLES
+from .choose.selection import AUTO, METHOD_NAMES, MLACP_FROM_SAMPLES
 from .cli_data import UsageError, load_data, load_model
 from .cli_widths import layer_widths, plot_widths, print_groups, width_figure
 from .deploy import latency
@@ -41,7 +39,7 @@ from .recover.finetune import distillation_loss
 
 __all__ = ["build_parser", "layer_widths", "load_data", "load_model", "main", "plot_widths", "width_figure"]
 
-METHODS = sorted([AUTO, *CRITERIA, *LAYERWISE])
+METHODS = METHOD_NAMES
 METHOD_HELP = f"channel criterion or layer-wise method (auto: mlacp from {MLACP_FROM_SAMPLES} samples, else l1)"
 FINETUNE_DEFAULTS = dict(finetune.__kwdefaults__)  # its temperature and kd_weight, for the loss the CLI prints
 

@@ -34,6 +34,7 @@ from .refit import refit as refit_layers
 
 AUTO = "auto"  # compress's default method: ``automatic_method``
 MLACP_FROM_SAMPLES = 64
+METHOD_NAMES = sorted([AUTO, *CRITERIA, *LAYERWISE])  # every method that can be asked for by name
 
 
 def automatic_method(batches) -> str:
@@ -58,8 +59,7 @@ def resolve_method(method):
     if getattr(method, "refines_weights", False) and hasattr(method, "prune"):
         return None, method
     if isinstance(method, str) and method not in CRITERIA:
-        names = ", ".join(sorted([AUTO, *CRITERIA, *LAYERWISE]))
-        raise InputError(f"method: unknown method {method!r}; choose one of {names}, "
+        raise InputError(f"method: unknown method {method!r}; choose one of {', '.join(METHOD_NAMES)}, "
                          "or pass a callable(analysis, batches) -> list of score arrays")
     return get_criterion(method), None
 
