@@ -141,10 +141,20 @@ def run_equal_time(model, calibration, ratio, test, budget: float) -> dict:
             "refit_seconds": None}
 
 
+def equal_time_finetuned(row, mlacp, baseline, calibration, ratio, test, args) -> None:
+    """The fine-tuned column of ``l1+kd``: ``l1`` then one distillation for as long as MLACP and its
+    fine-tuning took together (one learning-rate schedule, not a second one after the first)."""
+    row.pop("model")
+    longer = (run_equal_time(baseline, calibration, ratio, test, mlacp["seconds"] + mlacp["finetune_seconds"])
+              if args.finetune_steps else {"raw": row["raw"], "seconds": row["seconds"]})
+    row.update(finetuned=longer["raw"], finetune_seconds=longer["seconds"] - row["seconds"],
+               finetune_steps=args.finetune_steps)
+
+
 def finetuned(row, baseline, calibration, test, args) -> None:
     tuned, seconds = timed(fxprune.finetune, row.pop("model"), calibration, teacher=baseline,
                            max_steps=args.finetune_steps, lr=0.01, device="cpu")
-    row.update(finetuned=accuracy(tuned, *test), finetune_seconds=seconds)
+    row.update(finetuned=accuracy(tuned, *test), finetune_seconds=seconds, finetune_steps=args.finetune_steps)
 
 
 def load_data(args):
@@ -178,15 +188,18 @@ def evaluate_model(model_name, data, args, rows: list) -> None:
                     continue
                 torch.manual_seed(seed)
                 if name == EQUAL_TIME:  # after "mlacp" in --methods: its seconds at this target and seed
-                    budget = next(r["seconds"] for r in rows[::-1] if r["method"] == "mlacp" and r["seed"] == seed
-                                  and r["target"] == target and r["model"] == model_name)
-                    row = run_equal_time(baseline, calibration, ratio, (xt, yt), budget)
+                    mlacp = next(r for r in rows[::-1] if r["method"] == "mlacp" and r["seed"] == seed
+                                 and r["target"] == target and r["model"] == model_name)
+                    row = run_equal_time(baseline, calibration, ratio, (xt, yt), mlacp["seconds"])
                 elif name in PEERS:
                     row = run_peer(name, baseline, calibration, ratio, (xt, yt), args)
                 else:
                     row = run_fxprune(name, baseline, calibration, ratio, (xt, yt), args, allocation)
                 macs = count_macs(row["model"], (example,)) / count_macs(baseline, (example,))
-                finetuned(row, baseline, calibration, (xt, yt), args)
+                if name == EQUAL_TIME:
+                    equal_time_finetuned(row, mlacp, baseline, calibration, ratio, (xt, yt), args)
+                else:
+                    finetuned(row, baseline, calibration, (xt, yt), args)
                 row.update(model=model_name, baseline=base_accuracy, target=target, macs=macs, seed=seed, method=name,
                            allocation=allocation)
                 rows.append(row)

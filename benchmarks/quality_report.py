@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from pathlib import Path
 
@@ -69,27 +70,29 @@ def _wins(first: list[dict], second: list[dict], key: str) -> str:
 
 
 PAIRED = ("mlacp", ("reconstruction", "l1+kd"))  # the method, and those it is compared with seed by seed
+STAGES = {"raw": "no fine-tune", "finetuned": "both fine-tuned"}
 
 
 def paired_table(rows: list[dict]) -> list[str]:
-    """MLACP against each rival on the same calibration images (seed by seed), without fine-tuning:
-    the paired difference removes what the draw of images does to both; empty unless both ran."""
+    """MLACP against each rival on the same calibration images (seed by seed): the paired difference
+    removes what the draw of images does to both; empty unless both ran. Without fine-tuning, and
+    after fine-tuning when it ran: then MLACP is followed by the benchmark's distillation steps, and
+    ``l1+kd`` distils once for as long as MLACP and those steps took, so both had the same seconds."""
     method, rivals = PAIRED
     grouped = summarise(rows)
     cells = []
     for (model, target, name), runs in grouped.items():
         if name != method:
             continue
-        for rival in rivals:
+        for rival, (key, stage) in itertools.product(rivals, STAGES.items()):
             other = grouped.get((model, target, rival))
-            if other:
-                cells.append([model, f"{np.mean([r['macs'] for r in runs]):.3f}", f"{method} − {rival}",
-                              _paired_difference(other, runs, "raw"), _wins(other, runs, "raw")])
+            if other and (key == "raw" or any(r.get("finetune_steps") for r in runs)):
+                cells.append([model, f"{np.mean([r['macs'] for r in runs]):.3f}", f"{method} − {rival}", stage,
+                              _paired_difference(other, runs, key), _wins(other, runs, key)])
     if not cells:
         return []
-    columns = ["model", "MACs kept", "difference", "points (mean ± sd over seeds)", "seeds won"]
-    return ["", f"## {method} against {', '.join(rivals)}, seed by seed (no fine-tune)", "",
-            markdown_table(columns, cells)]
+    columns = ["model", "MACs kept", "difference", "stage", "points (mean ± sd over seeds)", "seeds won"]
+    return ["", f"## {method} against {', '.join(rivals)}, seed by seed", "", markdown_table(columns, cells)]
 
 
 COLUMNS = ["model", "MACs kept", "method", "no fine-tune (%)", "+ LS refit (%)", "+ fine-tune (%)", "prune s",
