@@ -11,6 +11,8 @@ are drawn) and each MACs target, every method prunes to the same MACs with the s
 data; all pruned models get the same BatchNorm recalibration. Reported: test accuracy with no
 fine-tuning, after the least-squares refit, and after one identical short fine-tuning budget
 (distillation from the baseline on the calibration images), with the seconds each took.
+``l1+kd`` is ``l1`` distilled for MLACP's seconds; its fine-tuned column is ``l1`` distilled once
+(one learning-rate schedule) for MLACP's seconds and MLACP's fine-tuning's together.
 fxprune's methods use one ratio for every group (the one that meets the target), as Torch-Pruning
 does here, so the criteria are compared on equal allocations. ``--allocations score latency`` also
 prunes with ``allocation="latency"`` at the MACs that ratio reaches (met within 1%; Torch-Pruning runs
