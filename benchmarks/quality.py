@@ -147,8 +147,10 @@ def equal_time_finetuned(row, mlacp, baseline, calibration, ratio, test, args) -
     """The fine-tuned column of ``l1+kd``: ``l1`` then one distillation for as long as MLACP and its
     fine-tuning took together (one learning-rate schedule, not a second one after the first)."""
     row.pop("model")
-    longer = (run_equal_time(baseline, calibration, ratio, test, mlacp["seconds"] + mlacp["finetune_seconds"])
-              if args.finetune_steps else {"raw": row["raw"], "seconds": row["seconds"]})
+    if not args.finetune_steps:
+        row.update(finetuned=row["raw"], finetune_seconds=0.0, finetune_steps=0)
+        return
+    longer = run_equal_time(baseline, calibration, ratio, test, mlacp["seconds"] + mlacp["finetune_seconds"])
     row.update(finetuned=longer["raw"], finetune_seconds=longer["seconds"] - row["seconds"],
                finetune_steps=args.finetune_steps)
 

@@ -37,6 +37,9 @@ def _paired_difference(first: list[dict], second: list[dict], key: str) -> str:
     return f"{100 * np.mean(differences):+.1f} ± {100 * np.std(differences):.1f}" if differences else "—"
 
 
+STAGES = {"raw": "no fine-tune", "refit": "+ LS refit", "finetuned": "+ fine-tune"}  # a row's accuracies
+
+
 def allocation_table(rows: list[dict]) -> list[str]:
     """Each method under ``score`` (one ratio everywhere) and ``latency`` allocation side by side, with the
     paired difference in points, for each stage that has its own numbers; empty unless both ran."""
@@ -49,11 +52,10 @@ def allocation_table(rows: list[dict]) -> list[str]:
     columns = ["model", "MACs kept (score / latency)", "method", "accuracy", "score (%)", "latency (%)",
                "latency − score"]
     cells = []
-    stages = {"raw": "no fine-tune", "refit": "+ LS refit", "finetuned": "+ fine-tune"}
     for (model, _, method), runs in pairs.items():
         score, latency = runs["score"], runs["latency"]
         macs = f"{np.mean([r['macs'] for r in score]):.3f} / {np.mean([r['macs'] for r in latency]):.3f}"
-        for key, stage in stages.items():
+        for key, stage in STAGES.items():
             if score[0][key] is None or (key == "refit" and all(r["refit"] == r["raw"] for r in score)):
                 continue
             cells.append([f"{model} (base {100 * score[0]['baseline']:.1f})", macs, method, stage,
@@ -70,7 +72,6 @@ def _wins(first: list[dict], second: list[dict], key: str) -> str:
 
 
 PAIRED = ("mlacp", ("reconstruction", "l1+kd"))  # the method, and those it is compared with seed by seed
-STAGES = {"raw": "no fine-tune", "finetuned": "both fine-tuned"}
 
 
 def paired_table(rows: list[dict]) -> list[str]:
@@ -84,10 +85,10 @@ def paired_table(rows: list[dict]) -> list[str]:
     for (model, target, name), runs in grouped.items():
         if name != method:
             continue
-        for rival, (key, stage) in itertools.product(rivals, STAGES.items()):
+        for rival, key in itertools.product(rivals, ("raw", "finetuned")):
             other = grouped.get((model, target, rival))
             if other and (key == "raw" or any(r.get("finetune_steps") for r in runs)):
-                cells.append([model, f"{np.mean([r['macs'] for r in runs]):.3f}", f"{method} − {rival}", stage,
+                cells.append([model, f"{np.mean([r['macs'] for r in runs]):.3f}", f"{method} − {rival}", STAGES[key],
                               _paired_difference(other, runs, key), _wins(other, runs, key)])
     if not cells:
         return []

@@ -39,7 +39,6 @@ from .recover.finetune import distillation_loss
 
 __all__ = ["build_parser", "layer_widths", "load_data", "load_model", "main", "plot_widths", "width_figure"]
 
-METHODS = METHOD_NAMES
 METHOD_HELP = f"channel criterion or layer-wise method (auto: mlacp from {MLACP_FROM_SAMPLES} samples, else l1)"
 FINETUNE_DEFAULTS = dict(finetune.__kwdefaults__)  # its temperature and kd_weight, for the loss the CLI prints
 
@@ -75,7 +74,7 @@ def _add_model_arguments(parser: argparse.ArgumentParser, several_ratios: bool =
                             help="fraction of channels removed per group")
     budget.add_argument("--target-macs", type=cli_data.macs_type,
                         help="instead of --ratio: the fraction of the original MACs to keep (default: none)")
-    parser.add_argument("--method", default=AUTO, choices=METHODS, help=METHOD_HELP)
+    parser.add_argument("--method", default=AUTO, choices=METHOD_NAMES, help=METHOD_HELP)
     parser.add_argument("--round-to", type=cli_data.positive_int, default=8,
                         help="kept channel counts are multiples of this")
     parser.add_argument("--allocation", default="score", choices=["score", "latency"],
@@ -319,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
                       _demo_command)
     sub.add_argument("--model", default="resnet18", help="torchvision model name")
     sub.add_argument("--ratio", type=cli_data.ratio_type, default=0.5, help="fraction of channels removed per group")
-    sub.add_argument("--method", default=AUTO, choices=METHODS, help=METHOD_HELP)
+    sub.add_argument("--method", default=AUTO, choices=METHOD_NAMES, help=METHOD_HELP)
     sub.add_argument("--size", type=cli_data.positive_int, default=224, help="input height and width")
     return parser
 
